@@ -1,0 +1,491 @@
+//! The IPR client session: a sans-IO state machine in the style of quinn-proto.
+//!
+//! Inputs: [`Session::handle_message`] (one whole transport message), [`Session::send_ip`],
+//! [`Session::flush`], [`Session::handle_timeout`], [`Session::disconnect`]. Outputs:
+//! [`Session::poll_transmit`]/[`Session::pop_transmit`] (whole messages, LP frame included),
+//! [`Session::poll_event`], [`Session::poll_timeout`]. Time only enters as `now`.
+//!
+//! Lifecycle: `Connecting(v10)` →(no reply within `v10_timeout`)→ `Connecting(v9)`
+//! →(no reply within `v9_timeout`)→ `ConnectFailed(Timeout)`; a matching success → `Up`;
+//! [`Session::disconnect`] → `Disconnecting` → `Disconnected` (reply or `v10_timeout`).
+//! See `super` (mod.rs) for the quirks of the real IPR this tolerates.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::bundle::{Bundler, BUNDLE_BUDGET};
+use super::data::{write_data_request_header, DATA_REQUEST_HEADER_MAX};
+use super::liveness::{build_echo_request, SeqTracker, IPR_TUN_V4};
+use super::lp::{LpHeader, LP_HEADER_LEN};
+use super::message;
+use super::transmit::{Kind, Pushed, TxRing};
+use super::SessionError;
+
+mod receive;
+pub use receive::Packets;
+
+/// Reserved bytes in front of every data bundle: LP header + worst-case IPR data header.
+const HEADROOM: usize = LP_HEADER_LEN + DATA_REQUEST_HEADER_MAX;
+/// Pending events at most; events are a handful per session, so this never fills in practice.
+const EVENT_CAP: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// LP stream id of this session; all frames carry it and the IPR binds downlink to it.
+    pub stream_id: u64,
+    /// 10: try v10 then fall back to v9. 9: v9 only. Other values are clamped to 9/10.
+    pub max_version: u8,
+    /// How long to wait for the v10 connect reply (IpMixStream: 15 s, §3.5).
+    pub v10_timeout: Duration,
+    /// How long to wait for the v9 connect reply (IpMixStream: 60 s, §3.5).
+    pub v9_timeout: Duration,
+    /// Send a keepalive after this much uplink (or downlink) silence; the IPR drops a client
+    /// 60–70 s after its last uplink data packet (§3.6).
+    pub keepalive_idle: Duration,
+    /// No downlink at all for this long while we keep sending → `ExitUnresponsive`.
+    pub dead_after: Duration,
+}
+
+impl SessionConfig {
+    /// Defaults: v10 first, 15 s / 60 s connect timeouts, keepalive after 15 s, dead after 60 s.
+    pub fn new(stream_id: u64) -> Self {
+        SessionConfig {
+            stream_id,
+            max_version: 10,
+            v10_timeout: Duration::from_secs(15),
+            v9_timeout: Duration::from_secs(60),
+            keepalive_idle: Duration::from_secs(15),
+            dead_after: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Connected {
+        ipv4: Ipv4Addr,
+        ipv6: Ipv6Addr,
+        mtu: Option<u16>,
+        version: u8,
+    },
+    ConnectFailed(SessionError),
+    /// Nothing came back for `dead_after` while we were sending. Reported once per silence.
+    ExitUnresponsive,
+    Disconnected,
+}
+
+/// Counters; `msgs_*`/`bytes_*` count whole transport messages (LP header included).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionStats {
+    pub msgs_out: u64,
+    pub bytes_out: u64,
+    pub msgs_in: u64,
+    pub bytes_in: u64,
+    pub control_out: u64,
+    pub control_in: u64,
+    pub bundles_out: u64,
+    pub packets_out: u64,
+    pub bundles_in: u64,
+    pub packets_in: u64,
+    pub connect_attempts: u64,
+    /// Messages that are not LP stream frames (bare IPR messages, other LP kinds, short).
+    pub non_lp_in: u64,
+    pub foreign_stream_in: u64,
+    /// LP frames of our stream or payloads that do not decode.
+    pub malformed_in: u64,
+    pub empty_frames_in: u64,
+    pub truncated_bundles_in: u64,
+    pub empty_packets_in: u64,
+    /// Data responses whose version is not the connect-time version.
+    pub version_mismatch_in: u64,
+    pub data_not_connected_in: u64,
+    /// Control responses matching no pending request (late v10 connect after fallback, dups).
+    pub stale_control_in: u64,
+    pub seq_dup: u64,
+    pub seq_reorder: u64,
+    pub seq_gap: u64,
+    pub info_denials: u64,
+    pub info_other: u64,
+    pub pongs: u64,
+    pub keepalives: u64,
+    /// Keepalive answers: exit-policy denials of 10.0.0.1 and echo replies from it.
+    pub keepalive_replies: u64,
+    pub exit_unresponsive: u64,
+    pub tx_dropped: u64,
+    pub tx_oversize: u64,
+    pub tx_not_connected: u64,
+    pub events_dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    version: u8,
+    ipv4: Ipv4Addr,
+    ipv6: Ipv6Addr,
+    mtu: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting {
+        version: u8,
+        request_id: u64,
+        deadline: Instant,
+    },
+    Up,
+    Disconnecting {
+        request_id: u64,
+        deadline: Instant,
+    },
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    phase: Phase,
+    link: Option<Link>,
+    bundler: Bundler,
+    ring: TxRing,
+    /// The bundle being filled, if any, and how many packets it holds.
+    cur: Option<Vec<u8>>,
+    cur_packets: u64,
+    tx_seq: u32,
+    events: VecDeque<Event>,
+    stats: SessionStats,
+    rx_seq: SeqTracker,
+    echo_ident: u16,
+    echo_seq: u16,
+    /// Latest `now` seen; used by inputs that take no time (flush, disconnect).
+    now: Instant,
+    last_uplink_ip: Instant,
+    last_rx: Instant,
+    last_probe: Instant,
+    /// First uplink message sent since the last downlink message.
+    unanswered_since: Option<Instant>,
+    unresponsive_reported: bool,
+}
+
+impl Session {
+    /// Queue the first Connect (v10, or v9 if `max_version` is 9). No LP Open frame is sent:
+    /// the IPR ignores empty-payload frames and keeps no stream state (§4.4), so an Open would
+    /// cost one whole mixnet message for nothing; the Connect frame binds the stream (§4.4).
+    pub fn new(cfg: SessionConfig, now: Instant) -> Self {
+        let first = if cfg.max_version >= 10 { 10 } else { 9 };
+        let mut s = Session {
+            cfg,
+            phase: Phase::Closed,
+            link: None,
+            bundler: Bundler::new(BUNDLE_BUDGET, HEADROOM),
+            ring: TxRing::new(),
+            cur: None,
+            cur_packets: 0,
+            tx_seq: 0,
+            events: VecDeque::with_capacity(EVENT_CAP),
+            stats: SessionStats::default(),
+            rx_seq: SeqTracker::default(),
+            echo_ident: rand::random(),
+            echo_seq: 0,
+            now,
+            last_uplink_ip: now,
+            last_rx: now,
+            last_probe: now,
+            unanswered_since: None,
+            unresponsive_reported: false,
+        };
+        s.start_connect(first);
+        s
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Up
+    }
+
+    /// The protocol version the IPR accepted (10 or 9), once connected.
+    pub fn version(&self) -> Option<u8> {
+        self.link.map(|l| l.version)
+    }
+
+    /// The addresses the IPR allocated, once connected.
+    pub fn allocated_ips(&self) -> Option<(Ipv4Addr, Ipv6Addr)> {
+        self.link.map(|l| (l.ipv4, l.ipv6))
+    }
+
+    /// The IPR's egress MTU (v10 only, §3.4).
+    pub fn mtu(&self) -> Option<u16> {
+        self.link.and_then(|l| l.mtu)
+    }
+
+    pub fn stream_id(&self) -> u64 {
+        self.cfg.stream_id
+    }
+
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// Queue one IP packet for the exit (copied into the current bundle; may close a full one).
+    pub fn send_ip(&mut self, pkt: &[u8], now: Instant) {
+        self.tick(now);
+        if self.phase != Phase::Up {
+            self.stats.tx_not_connected += 1;
+            tracing::trace!(len = pkt.len(), "not connected: dropping uplink packet");
+            return;
+        }
+        if pkt.len() > usize::from(u16::MAX) {
+            self.stats.tx_oversize += 1;
+            tracing::trace!(
+                len = pkt.len(),
+                "uplink packet exceeds the u16 bundle prefix"
+            );
+            return;
+        }
+        self.last_uplink_ip = now;
+        self.push_packet(pkt);
+    }
+
+    /// Close the current partial bundle now. With nothing pending this does nothing.
+    pub fn flush(&mut self) {
+        let Some(mut buf) = self.cur.take() else {
+            return;
+        };
+        let packets = std::mem::take(&mut self.cur_packets);
+        let bundle_len = self.bundler.bundle_len(&buf);
+        let (Some(link), true) = (self.link, bundle_len > 0) else {
+            self.ring.recycle(buf);
+            return;
+        };
+        // Header right-aligned in the headroom: [.. LP 16 | IPR hdr ≤ 8][bundle].
+        let mut hdr = [0u8; DATA_REQUEST_HEADER_MAX];
+        let hlen = write_data_request_header(link.version, bundle_len, &mut hdr);
+        let ipr_hdr = hdr
+            .get(DATA_REQUEST_HEADER_MAX - hlen..)
+            .unwrap_or_default();
+        let start = HEADROOM - ipr_hdr.len() - LP_HEADER_LEN;
+        let lp = LpHeader::data(self.cfg.stream_id, self.next_tx_seq()).encode();
+        for (dst, src) in buf.iter_mut().skip(start).zip(lp.iter().chain(ipr_hdr)) {
+            *dst = *src;
+        }
+        self.stats.bundles_out += 1;
+        self.stats.packets_out += packets;
+        self.queue(buf, start, Kind::Data);
+    }
+
+    /// The oldest finished message, LP header included. Call `pop_transmit` once it is sent.
+    pub fn poll_transmit(&self) -> Option<&[u8]> {
+        self.ring.front()
+    }
+
+    pub fn pop_transmit(&mut self) {
+        if let Some((len, kind)) = self.ring.pop() {
+            self.stats.msgs_out += 1;
+            self.stats.bytes_out += len as u64;
+            if kind == Kind::Control {
+                self.stats.control_out += 1;
+            }
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Connecting { deadline, .. } | Phase::Disconnecting { deadline, .. } => {
+                Some(deadline)
+            }
+            Phase::Up => {
+                let keepalive = self.keepalive_due();
+                let dead = self.dead_due();
+                Some(dead.map_or(keepalive, |d| d.min(keepalive)))
+            }
+            Phase::Closed => None,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        match self.phase {
+            Phase::Connecting {
+                version, deadline, ..
+            } if now >= deadline => {
+                if version == 10 {
+                    tracing::info!(after = ?self.cfg.v10_timeout, "no v10 connect reply, falling back to v9");
+                    self.start_connect(9);
+                } else {
+                    // The caller turns this into the one user-facing error line.
+                    tracing::debug!("no connect reply from the IPR");
+                    self.phase = Phase::Closed;
+                    self.push_event(Event::ConnectFailed(SessionError::Timeout));
+                }
+            }
+            Phase::Disconnecting { deadline, .. } if now >= deadline => {
+                self.phase = Phase::Closed;
+                self.push_event(Event::Disconnected);
+            }
+            Phase::Up => {
+                if self.dead_due().is_some_and(|d| now >= d) {
+                    tracing::warn!(silence = ?self.cfg.dead_after, "exit unresponsive");
+                    self.unresponsive_reported = true;
+                    self.stats.exit_unresponsive += 1;
+                    self.push_event(Event::ExitUnresponsive);
+                }
+                if now >= self.keepalive_due() {
+                    self.send_keepalive(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Queue a Disconnect request (after any pending data) so the IPR frees the IPs now.
+    pub fn disconnect(&mut self) {
+        let version = match (self.phase, self.link) {
+            (Phase::Up, Some(link)) => link.version,
+            (Phase::Connecting { version, .. }, _) => version,
+            _ => return,
+        };
+        self.flush();
+        match message::encode_disconnect(version) {
+            Ok(req) => {
+                self.queue_control(&req.bytes);
+                let deadline = self.now + self.cfg.v10_timeout;
+                self.phase = Phase::Disconnecting {
+                    request_id: req.request_id,
+                    deadline,
+                };
+            }
+            Err(_) => {
+                self.phase = Phase::Closed;
+                self.push_event(Event::Disconnected);
+            }
+        }
+    }
+
+    // ---- internals ----
+
+    fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn start_connect(&mut self, version: u8) {
+        match message::encode_connect(version) {
+            Ok(req) => {
+                self.queue_control(&req.bytes);
+                self.stats.connect_attempts += 1;
+                let wait = if version == 10 {
+                    self.cfg.v10_timeout
+                } else {
+                    self.cfg.v9_timeout
+                };
+                let deadline = self.now + wait;
+                self.phase = Phase::Connecting {
+                    version,
+                    request_id: req.request_id,
+                    deadline,
+                };
+            }
+            Err(_) => {
+                self.phase = Phase::Closed;
+                self.push_event(Event::ConnectFailed(SessionError::Encode));
+            }
+        }
+    }
+
+    fn next_tx_seq(&mut self) -> u32 {
+        // Like the SDK stream writer: 0, 1, 2, … wrapping; the IPR ignores it (§4.4).
+        let s = self.tx_seq;
+        self.tx_seq = self.tx_seq.wrapping_add(1);
+        s
+    }
+
+    fn queue_control(&mut self, body: &[u8]) {
+        let mut buf = self.ring.take_buf();
+        buf.extend_from_slice(&LpHeader::data(self.cfg.stream_id, self.next_tx_seq()).encode());
+        buf.extend_from_slice(body);
+        self.queue(buf, 0, Kind::Control);
+    }
+
+    fn queue(&mut self, buf: Vec<u8>, start: usize, kind: Kind) {
+        match self.ring.push(buf, start, kind) {
+            Pushed::Queued => {}
+            Pushed::EvictedOldest | Pushed::DroppedNew => {
+                self.stats.tx_dropped += 1;
+                tracing::trace!("transmit ring full: dropped a data message");
+            }
+        }
+        if self.phase == Phase::Up && self.unanswered_since.is_none() {
+            self.unanswered_since = Some(self.now);
+        }
+    }
+
+    fn push_packet(&mut self, pkt: &[u8]) {
+        if self
+            .cur
+            .as_ref()
+            .is_some_and(|b| !self.bundler.has_room(b, pkt.len()))
+        {
+            self.flush();
+        }
+        let mut buf = match self.cur.take() {
+            Some(b) => b,
+            None => {
+                let mut b = self.ring.take_buf();
+                self.bundler.begin(&mut b);
+                b
+            }
+        };
+        if self.bundler.append(&mut buf, pkt).is_ok() {
+            self.cur_packets += 1;
+        }
+        let full = self.bundler.is_full(&buf);
+        self.cur = Some(buf);
+        if full {
+            self.flush();
+        }
+    }
+
+    fn send_keepalive(&mut self, now: Instant) {
+        let Some(link) = self.link else { return };
+        self.echo_seq = self.echo_seq.wrapping_add(1);
+        let probe = build_echo_request(link.ipv4, self.echo_ident, self.echo_seq);
+        tracing::debug!(src = %link.ipv4, dst = %IPR_TUN_V4, "sending keepalive");
+        self.stats.keepalives += 1;
+        self.last_probe = now;
+        self.last_uplink_ip = now;
+        self.push_packet(&probe);
+        self.flush(); // a keepalive must not wait for more traffic
+    }
+
+    fn keepalive_due(&self) -> Instant {
+        // Due after `keepalive_idle` of uplink silence (IPR inactivity, §3.6) or of downlink
+        // silence (a probe whose answer proves liveness), but at most once per idle period.
+        let quiet = self.last_uplink_ip.min(self.last_rx) + self.cfg.keepalive_idle;
+        quiet.max(self.last_probe + self.cfg.keepalive_idle)
+    }
+
+    fn dead_due(&self) -> Option<Instant> {
+        match (self.unanswered_since, self.unresponsive_reported) {
+            (Some(since), false) => Some(since + self.cfg.dead_after),
+            _ => None,
+        }
+    }
+
+    fn mark_rx(&mut self, now: Instant) {
+        self.last_rx = now;
+        self.unanswered_since = None;
+        self.unresponsive_reported = false;
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= EVENT_CAP {
+            self.stats.events_dropped += 1;
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+}
