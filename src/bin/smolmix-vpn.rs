@@ -1,0 +1,157 @@
+//! `smolmix-vpn`: the command-line client. The binary's edge: anyhow and user-facing messages
+//! live here, everything else is in the `smolmix` library.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use smolmix::cli::{Cli, Command, OnOff, UpArgs};
+use smolmix::driver::{self, UpConfig};
+use smolmix::system::{self, host, journal, status};
+use smolmix::transport::IprAddr;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Up(args) => cmd_up(args, &cli.run_dir),
+        Command::Down => cmd_down(&cli.run_dir),
+        Command::Status { json } => cmd_status(&cli.run_dir, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smolmix-vpn: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
+    args.validate()?;
+    if !system::has_net_admin() {
+        bail!("`smolmix-vpn up` changes interfaces and routes and needs root (or CAP_NET_ADMIN): run it with sudo");
+    }
+    let Some(ipr) = args.ipr.clone() else {
+        bail!("no exit given: pass --ipr udp://HOST:PORT (a local smolmix-exit) or --ipr <nym address>");
+    };
+    if matches!(ipr, IprAddr::Nym(_)) {
+        bail!("Nym mixnet exits are not supported by this build yet; use --ipr udp://HOST:PORT with smolmix-exit");
+    }
+    if !args.dns.is_empty() {
+        bail!("--dns is not supported yet: query a server through the tunnel directly, or pass --no-dns");
+    }
+    if let Some(s) = status::read(run_dir).filter(|s| s.state != "stopped") {
+        bail!("smolmix-vpn is already running (pid {}, {}); run `smolmix-vpn down` first", s.pid, s.tun);
+    }
+    if journal::load(run_dir).map(|u| !u.is_empty()).unwrap_or(false) {
+        eprintln!("smolmix-vpn: an earlier run did not stop cleanly; undoing its changes first");
+        for f in host::recover(run_dir) {
+            eprintln!("smolmix-vpn: warning: cleanup: {f}");
+        }
+    }
+    let cfg = UpConfig {
+        ipr,
+        tun: args.tun.clone(),
+        mtu_override: args.mtu,
+        routes: args.effective_routes(),
+        excludes: args.excludes.clone(),
+        ipv6: args.ipv6 == OnOff::On,
+        run_dir: run_dir.to_path_buf(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        };
+        driver::up(cfg, shutdown, |line| {
+            println!("{line}");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        })
+        .await
+        .context("smolmix-vpn up")
+    })
+}
+
+fn cmd_down(run_dir: &Path) -> Result<()> {
+    let mut stopped = false;
+    if let Some(s) = status::read(run_dir).filter(|s| s.state != "stopped") {
+        // A live `up` undoes its own changes on SIGTERM; give it time to say goodbye to the exit.
+        let pid = nix::unistd::Pid::from_raw(s.pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .with_context(|| format!("cannot signal the running smolmix-vpn (pid {})", s.pid))?;
+        for _ in 0..100 {
+            if !status::pid_alive(s.pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if status::pid_alive(s.pid) {
+            bail!("smolmix-vpn (pid {}) did not stop within 10 s", s.pid);
+        }
+        stopped = true;
+    }
+    let pending = journal::load(run_dir).map(|u| u.len()).unwrap_or(0);
+    let failures = host::recover(run_dir);
+    status::remove(run_dir);
+    if !failures.is_empty() {
+        bail!("some changes could not be undone:\n  {}", failures.join("\n  "));
+    }
+    match (stopped, pending) {
+        (true, _) => println!("stopped the running tunnel; host restored"),
+        (false, 0) => println!("nothing to undo"),
+        (false, n) => println!("undid {n} changes left by an earlier run"),
+    }
+    Ok(())
+}
+
+fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
+    let st = status::read(run_dir);
+    if json {
+        let v = match &st {
+            Some(s) => serde_json::to_value(s)?,
+            None => serde_json::json!({ "state": "disconnected" }),
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    match st {
+        None => println!("state: disconnected"),
+        Some(s) => {
+            println!("state:     {}", s.state);
+            println!("exit:      {} (IPR v{})", s.exit, s.version.map_or("?".into(), |v| v.to_string()));
+            println!("interface: {} mtu {}", s.tun, s.mtu.map_or("?".into(), |m| m.to_string()));
+            println!("local:     {} {}", s.local_ipv4, s.local_ipv6);
+            println!(
+                "allocated: {} {}",
+                s.allocated_ipv4.as_deref().unwrap_or("-"),
+                s.allocated_ipv6.as_deref().unwrap_or("-")
+            );
+            println!("reconnects: {}", s.reconnects);
+            println!("counters:  {}", serde_json::to_string(&s.counters)?);
+        }
+    }
+    Ok(())
+}

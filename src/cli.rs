@@ -1,0 +1,207 @@
+//! The `smolmix-vpn` command line (DESIGN.md, "Fixed interfaces").
+//!
+//! Everything a user can get wrong is rejected here, by clap's value parsers or by
+//! [`UpArgs::validate`], before the first change to the host: a typo must never leave a
+//! half-configured tunnel behind.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::system::routes::Cidr;
+use crate::transport::IprAddr;
+
+/// Default TUN name (DESIGN.md).
+pub const DEFAULT_TUN: &str = "smx0";
+/// Linux interface names are at most 15 bytes (IFNAMSIZ − 1).
+const IFNAMSIZ_MAX: usize = 15;
+/// IPv6 requires 1280 (RFC 8200 §5); below 576 IPv4 itself breaks (RFC 791).
+const MIN_MTU: u16 = 1280;
+/// The IPR's bundles carry packets behind a u16 length prefix (ipr-protocol.md §2.1).
+const MAX_MTU: u16 = 65535;
+
+#[derive(Debug, Parser)]
+#[command(name = "smolmix-vpn", version, about = "Tunnel a Linux host, or one application, through the Nym mixnet")]
+pub struct Cli {
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Where the journal of host changes and the status file live.
+    #[arg(long, global = true, env = "SMOLMIX_RUN_DIR", default_value = "/run/smolmix-vpn")]
+    pub run_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the tunnel up and stay in the foreground; SIGINT/SIGTERM undo every change.
+    Up(UpArgs),
+    /// Undo everything a previous `up` changed, also after a crash. Idempotent.
+    Down,
+    /// Show state, addresses, exit and counters.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrafficProfile {
+    Default,
+    Fast,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// IPR exit: a Nym address, or udp://HOST:PORT for a local smolmix-exit.
+    #[arg(long, value_name = "ADDR")]
+    pub ipr: Option<IprAddr>,
+
+    /// Tunnel only these destinations (repeatable; default 0.0.0.0/0 and ::/0).
+    #[arg(long = "route", value_name = "CIDR")]
+    pub routes: Vec<Cidr>,
+
+    /// Keep these destinations off the tunnel (repeatable).
+    #[arg(long = "exclude", value_name = "CIDR")]
+    pub excludes: Vec<Cidr>,
+
+    /// IPv6 through the tunnel (on, when the exit allocates an address) or blocked (off).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub ipv6: OnOff,
+
+    /// TUN interface name.
+    #[arg(long, default_value = DEFAULT_TUN)]
+    pub tun: String,
+
+    /// Override the MTU learnt from the IPR.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(MIN_MTU as i64..=MAX_MTU as i64))]
+    pub mtu: Option<u16>,
+
+    /// Mixnet traffic profile (fast: high-traffic profile). Ignored by udp:// exits.
+    #[arg(long, value_enum, default_value_t = TrafficProfile::Default)]
+    pub traffic: TrafficProfile,
+
+    /// Reply SURBs sent with each message. Ignored by udp:// exits.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub surbs: u32,
+
+    /// DNS servers reached through the tunnel (repeatable).
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<IpAddr>,
+
+    /// Leave DNS configuration alone.
+    #[arg(long, conflicts_with = "dns")]
+    pub no_dns: bool,
+}
+
+/// A semantic error in the arguments, found before anything on the host changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArgError {
+    #[error("--tun {0:?}: an interface name is 1 to 15 characters of letters, digits, '-', '_' or '.'")]
+    BadTunName(String),
+    #[error("--exclude {0} excludes every destination; use --route to choose what is tunnelled")]
+    ExcludeAll(Cidr),
+    #[error("--route {0} is IPv6 but --ipv6 off blocks IPv6")]
+    V6RouteWithV6Off(Cidr),
+}
+
+impl UpArgs {
+    /// Checks that clap's per-value parsers cannot express.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        let name_ok = !self.tun.is_empty()
+            && self.tun.len() <= IFNAMSIZ_MAX
+            && self.tun.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && self.tun != "."
+            && self.tun != "..";
+        if !name_ok {
+            return Err(ArgError::BadTunName(self.tun.clone()));
+        }
+        if let Some(c) = self.excludes.iter().find(|c| c.prefix_len() == 0) {
+            return Err(ArgError::ExcludeAll(*c));
+        }
+        if self.ipv6 == OnOff::Off {
+            if let Some(c) = self.routes.iter().find(|c| c.is_ipv6()) {
+                return Err(ArgError::V6RouteWithV6Off(*c));
+            }
+        }
+        Ok(())
+    }
+
+    /// The destinations to tunnel, defaulting to everything.
+    pub fn effective_routes(&self) -> Vec<Cidr> {
+        if self.routes.is_empty() {
+            vec![Cidr::ANY_V4, Cidr::ANY_V6]
+        } else {
+            self.routes.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("smolmix-vpn").chain(args.iter().copied()))
+    }
+
+    fn up(args: &[&str]) -> UpArgs {
+        match parse(args).expect("parses").command {
+            Command::Up(a) => a,
+            other => panic!("not up: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let a = up(&["up", "--ipr", "udp://192.0.2.1:51820"]);
+        assert_eq!(a.tun, "smx0");
+        assert_eq!(a.surbs, 4);
+        assert_eq!(a.effective_routes(), vec![Cidr::ANY_V4, Cidr::ANY_V6]);
+        assert!(a.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_values_before_anything_runs() {
+        for bad in [
+            &["up", "--route", "10.0.0.0/33"][..],
+            &["up", "--route", "nonsense"],
+            &["up", "--exclude", "::/129"],
+            &["up", "--mtu", "100"],
+            &["up", "--mtu", "70000"],
+            &["up", "--ipv6", "maybe"],
+            &["up", "--ipr", "udp://"],
+            &["up", "--ipr", "tcp://1.2.3.4:5"],
+            &["up", "--dns", "1.1.1.1", "--no-dns"],
+            &["up", "--surbs", "1000"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn semantic_validation() {
+        assert_eq!(
+            up(&["up", "--tun", "this-name-is-too-long"]).validate(),
+            Err(ArgError::BadTunName("this-name-is-too-long".into()))
+        );
+        assert!(matches!(up(&["up", "--tun", "a/b"]).validate(), Err(ArgError::BadTunName(_))));
+        assert!(matches!(up(&["up", "--exclude", "0.0.0.0/0"]).validate(), Err(ArgError::ExcludeAll(_))));
+        assert!(matches!(
+            up(&["up", "--ipv6", "off", "--route", "2001:db8::/32"]).validate(),
+            Err(ArgError::V6RouteWithV6Off(_))
+        ));
+        assert!(up(&["up", "--route", "192.0.2.0/24", "--exclude", "192.0.2.7/32"]).validate().is_ok());
+    }
+}

@@ -1,0 +1,392 @@
+//! The driver: the one async loop that joins TUN, pipeline, IPR session and transport.
+//!
+//! It owns no protocol logic. Each wake-up drains what is ready in batches (up to [`BURST`]
+//! packets from the TUN, [`BURST`] messages from the transport), hands them to the sans-IO
+//! stages, then sends what those produced. A partial bundle is closed as soon as the TUN has
+//! nothing more queued, so bundling only ever merges packets that were already waiting: it
+//! adds no latency to an idle link.
+//!
+//! ```text
+//!   connect ──▶ TUN + routes ──▶ loop { TUN → pipeline → session → transport
+//!                                       transport → session → pipeline → TUN
+//!                                       timers: keepalive, dead exit → reconnect, expiry, status }
+//!   SIGINT/SIGTERM ──▶ Disconnect to the exit ──▶ journal rolled back ──▶ exit 0
+//! ```
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::{sleep_until, Instant};
+use tun_rs::AsyncDevice;
+
+use crate::ipr::{Event, Session, SessionConfig};
+use crate::pipeline::{self, Action, Pipeline};
+use crate::system::host::{Host, HostError};
+use crate::system::routes::{Cidr, RoutePlan};
+use crate::system::status::{self, Status};
+use crate::system::tun::{self, TunError, LOCAL_V4, LOCAL_V6};
+use crate::transport::{IprAddr, UdpTransport};
+
+/// Packets (or messages) handled per wake-up before yielding to the other direction; 64 is
+/// smoltcp's and the seed library's device burst, enough to amortise a wake-up.
+const BURST: usize = 64;
+/// Largest IP packet (u16 total length) and so the largest TUN read.
+const MAX_PACKET: usize = 65535;
+/// Largest transport message: LP header + IPR header + a bundle of one maximal packet.
+const MAX_MESSAGE: usize = 65535 + 64;
+/// MTU the IPR uses when it does not report one (v9; `CLIENT_MTU_FALLBACK`, ipr-protocol.md §3.4).
+const V9_MTU: u16 = 1420;
+/// How often the status file is refreshed and NAT/reassembly state expired.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Everything `up` needs, already validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub ipr: IprAddr,
+    pub tun: String,
+    pub mtu_override: Option<u16>,
+    pub routes: Vec<Cidr>,
+    pub excludes: Vec<Cidr>,
+    pub ipv6: bool,
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("the IPR exit at {exit} did not answer within {secs} s (tried protocol v10 and v9); is it running and reachable?")]
+    NoAnswer { exit: String, secs: u64 },
+    #[error("the IPR exit at {exit} refused the connection: {reason}")]
+    Refused { exit: String, reason: String },
+    #[error("{0}")]
+    Transport(String),
+    #[error("the Nym mixnet transport is not available in this build; use --ipr udp://HOST:PORT")]
+    NoMixnet,
+    #[error(transparent)]
+    Tun(#[from] TunError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("TUN device I/O failed: {0}")]
+    TunIo(std::io::Error),
+    #[error("transport I/O failed: {0}")]
+    TransportIo(std::io::Error),
+}
+
+/// What the exit gave us on connect.
+#[derive(Debug, Clone, Copy)]
+struct Allocation {
+    ipv4: std::net::Ipv4Addr,
+    ipv6: std::net::Ipv6Addr,
+    mtu: Option<u16>,
+    version: u8,
+}
+
+/// Timeouts for the udp transport: a local exit answers in milliseconds, so v10 gets 5 s and
+/// v9 10 s, and an absent exit is reported within 15 s (the mixnet's are 15 s + 60 s).
+fn session_config() -> SessionConfig {
+    SessionConfig {
+        stream_id: rand::random(),
+        max_version: 10,
+        v10_timeout: Duration::from_secs(5),
+        v9_timeout: Duration::from_secs(10),
+        keepalive_idle: Duration::from_secs(15),
+        dead_after: Duration::from_secs(45),
+    }
+}
+
+/// Connects to the exit, brings the tunnel up, runs until `shutdown` resolves, and undoes every
+/// host change. `on_connected` is called once traffic can flow.
+pub async fn up(
+    cfg: UpConfig,
+    shutdown: impl Future<Output = ()>,
+    on_connected: impl FnOnce(&str),
+) -> Result<(), DriverError> {
+    let mut shutdown = pin!(shutdown);
+    let (host, port) = match &cfg.ipr {
+        IprAddr::Udp { host, port } => (host.clone(), *port),
+        IprAddr::Nym(_) => return Err(DriverError::NoMixnet),
+    };
+    let mut transport = UdpTransport::connect(&host, port).await.map_err(|e| DriverError::Transport(e.to_string()))?;
+    let exit_name = cfg.ipr.to_string();
+
+    // 1. Talk to the exit before touching the host: a dead exit must leave nothing behind.
+    let mut rx = vec![0u8; MAX_MESSAGE];
+    let connect = connect(&mut transport, &mut rx, &exit_name);
+    let (mut session, alloc) = tokio::select! {
+        r = connect => r?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let mtu = cfg.mtu_override.unwrap_or(alloc.mtu.unwrap_or(V9_MTU));
+
+    // 2. Host changes, each journalled before it is made.
+    let mut hostc = Host::open(&cfg.run_dir)?;
+    let result = async {
+        let dev = tun::create(&mut hostc, &cfg.tun, mtu, cfg.ipv6)?;
+        let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6, vec![transport.peer().ip()]);
+        hostc.install_routes(&cfg.tun, &plan)?;
+        Ok::<_, DriverError>(dev)
+    }
+    .await;
+    let dev = match result {
+        Ok(dev) => dev,
+        Err(e) => {
+            for f in hostc.rollback() {
+                tracing::warn!("cleanup: {f}");
+            }
+            return Err(e);
+        }
+    };
+
+    let mut pipe = Pipeline::new(pipeline::Config {
+        local_v4: LOCAL_V4,
+        local_v6: LOCAL_V6,
+        mtu,
+        limits: pipeline::Limits::default(),
+    });
+    pipe.set_allocated(alloc.ipv4, cfg.ipv6.then_some(alloc.ipv6));
+
+    let mut state = Running {
+        cfg: &cfg,
+        exit: exit_name.clone(),
+        dev,
+        pipe,
+        alloc: Some(alloc),
+        mtu,
+        since: Some(unix_now()),
+        reconnects: 0,
+        tun_buf: vec![0u8; MAX_PACKET],
+    };
+    on_connected(&format!(
+        "connected to {exit_name} (IPR v{}): {} is up, mtu {mtu}, exit-allocated {} {}",
+        alloc.version, cfg.tun, alloc.ipv4, alloc.ipv6
+    ));
+    state.write_status("connected", &session, &transport);
+
+    let result = state.run(&mut session, &mut transport, &mut rx, shutdown).await;
+
+    // 3. Clean stop: tell the exit (best effort), then undo every host change.
+    session.disconnect();
+    flush_transmit(&mut session, &mut transport).await;
+    drop(state);
+    for f in hostc.rollback() {
+        tracing::warn!("cleanup: {f}");
+    }
+    status::remove(&cfg.run_dir);
+    result
+}
+
+/// Runs the handshake (v10, falling back to v9) until connected, refused or timed out.
+async fn connect(
+    transport: &mut UdpTransport,
+    rx: &mut [u8],
+    exit: &str,
+) -> Result<(Session, Allocation), DriverError> {
+    let started = Instant::now();
+    let mut session = Session::new(session_config(), started.into_std());
+    loop {
+        flush_transmit(&mut session, transport).await;
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                Event::Connected { ipv4, ipv6, mtu, version } => {
+                    return Ok((session, Allocation { ipv4, ipv6, mtu, version }));
+                }
+                Event::ConnectFailed(crate::ipr::SessionError::Timeout) | Event::ExitUnresponsive => {
+                    return Err(DriverError::NoAnswer { exit: exit.to_string(), secs: started.elapsed().as_secs() });
+                }
+                Event::ConnectFailed(e) => return Err(DriverError::Refused { exit: exit.to_string(), reason: e.to_string() }),
+                Event::Disconnected => {
+                    return Err(DriverError::Refused { exit: exit.to_string(), reason: "disconnected".into() })
+                }
+            }
+        }
+        let deadline = session.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            r = transport.recv(rx) => {
+                let n = r.map_err(DriverError::TransportIo)?;
+                // Data packets cannot arrive before Connected; anything else is counted.
+                let _ = session.handle_message(&rx[..n], Instant::now().into_std()).count();
+            }
+            () = sleep_opt(deadline) => session.handle_timeout(Instant::now().into_std()),
+        }
+    }
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush_transmit(session: &mut Session, transport: &mut UdpTransport) {
+    while let Some(msg) = session.poll_transmit() {
+        transport.send(msg).await;
+        session.pop_transmit();
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// State of a running tunnel.
+struct Running<'a> {
+    cfg: &'a UpConfig,
+    exit: String,
+    dev: AsyncDevice,
+    pipe: Pipeline,
+    alloc: Option<Allocation>,
+    mtu: u16,
+    since: Option<u64>,
+    reconnects: u64,
+    tun_buf: Vec<u8>,
+}
+
+impl Running<'_> {
+    async fn run(
+        &mut self,
+        session: &mut Session,
+        transport: &mut UdpTransport,
+        rx: &mut [u8],
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), DriverError> {
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = session.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                r = self.dev.readable() => {
+                    r.map_err(DriverError::TunIo)?;
+                    self.drain_tun(session).await?;
+                }
+                r = transport.recv(rx) => {
+                    let n = r.map_err(DriverError::TransportIo)?;
+                    self.from_exit(session, &mut rx[..n]).await?;
+                    for _ in 1..BURST {
+                        match transport.try_recv(rx) {
+                            Ok(n) => self.from_exit(session, &mut rx[..n]).await?,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(DriverError::TransportIo(e)),
+                        }
+                    }
+                }
+                () = sleep_opt(deadline) => session.handle_timeout(Instant::now().into_std()),
+                _ = housekeeping.tick() => {
+                    self.pipe.expire(Instant::now().into_std());
+                    let state = if self.alloc.is_some() { "connected" } else { "reconnecting" };
+                    self.write_status(state, session, transport);
+                }
+            }
+            flush_transmit(session, transport).await;
+            while let Some(ev) = session.poll_event() {
+                self.on_event(session, ev)?;
+            }
+            flush_transmit(session, transport).await;
+        }
+    }
+
+    /// Reads up to [`BURST`] packets from the TUN, then closes the bundle.
+    async fn drain_tun(&mut self, session: &mut Session) -> Result<(), DriverError> {
+        let now = Instant::now().into_std();
+        for _ in 0..BURST {
+            let n = match self.dev.try_recv(&mut self.tun_buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(DriverError::TunIo(e)),
+            };
+            match self.pipe.from_tun(&mut self.tun_buf[..n], now) {
+                Action::ToExit(pkt) => session.send_ip(pkt, now),
+                Action::ToTun(reply) => write_tun(&self.dev, reply).await,
+                Action::Drop => {}
+            }
+        }
+        session.flush();
+        Ok(())
+    }
+
+    /// One message from the exit: unbundle, translate back, write into the TUN.
+    async fn from_exit(&mut self, session: &mut Session, msg: &mut [u8]) -> Result<(), DriverError> {
+        let now = Instant::now().into_std();
+        // The session hands out packets borrowed from `msg`; the pipeline rewrites in place, so
+        // each packet is copied once into the TUN buffer (the unbundler yields shared slices).
+        for pkt in session.handle_message(msg, now) {
+            let Some(buf) = self.tun_buf.get_mut(..pkt.len()) else { continue };
+            buf.copy_from_slice(pkt);
+            if let Action::ToTun(out) = self.pipe.from_exit(buf, now) {
+                write_tun(&self.dev, out).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, session: &mut Session, ev: Event) -> Result<(), DriverError> {
+        match ev {
+            Event::Connected { ipv4, ipv6, mtu, version } => {
+                let alloc = Allocation { ipv4, ipv6, mtu, version };
+                tracing::info!(%ipv4, %ipv6, version, "reconnected to {}", self.exit);
+                let new_mtu = self.cfg.mtu_override.unwrap_or(mtu.unwrap_or(V9_MTU));
+                if new_mtu != self.mtu {
+                    tun::set_mtu(&self.cfg.tun, new_mtu)?;
+                    self.pipe.set_mtu(new_mtu);
+                    self.mtu = new_mtu;
+                }
+                self.pipe.set_allocated(ipv4, self.cfg.ipv6.then_some(ipv6));
+                self.alloc = Some(alloc);
+                self.since = Some(unix_now());
+            }
+            Event::ExitUnresponsive | Event::Disconnected | Event::ConnectFailed(_) => {
+                // Keep the TUN and routes (fail closed: nothing leaks while we reconnect), drop
+                // packets until a new session is up, and start over on a fresh stream.
+                tracing::warn!(event = ?ev, "exit {} lost; reconnecting", self.exit);
+                self.pipe.clear_allocated();
+                self.alloc = None;
+                self.since = None;
+                self.reconnects += 1;
+                *session = Session::new(session_config(), Instant::now().into_std());
+            }
+        }
+        Ok(())
+    }
+
+    fn write_status(&self, state: &str, session: &Session, transport: &UdpTransport) {
+        let counters = serde_json::json!({
+            "pipeline": self.pipe.stats(),
+            "session": session.stats(),
+            "transport": transport.stats(),
+        });
+        let st = Status {
+            state: state.into(),
+            pid: std::process::id(),
+            tun: self.cfg.tun.clone(),
+            exit: self.exit.clone(),
+            version: self.alloc.map(|a| a.version),
+            mtu: Some(self.mtu),
+            allocated_ipv4: self.alloc.map(|a| a.ipv4.to_string()),
+            allocated_ipv6: self.alloc.filter(|_| self.cfg.ipv6).map(|a| a.ipv6.to_string()),
+            local_ipv4: IpAddr::V4(LOCAL_V4).to_string(),
+            local_ipv6: IpAddr::V6(LOCAL_V6).to_string(),
+            connected_since: self.since,
+            reconnects: self.reconnects,
+            counters,
+        };
+        if let Err(e) = status::write(&self.cfg.run_dir, &st) {
+            tracing::debug!(%e, "cannot write status");
+        }
+    }
+}
+
+/// Writes one packet into the TUN. A failed write (e.g. the kernel's queue is full) loses one
+/// packet, as a congested link would; it is logged, never fatal.
+async fn write_tun(dev: &AsyncDevice, pkt: &[u8]) {
+    let r = match dev.try_send(pkt) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => dev.send(pkt).await,
+        r => r,
+    };
+    if let Err(e) = r {
+        tracing::debug!(%e, len = pkt.len(), "TUN write failed");
+    }
+}

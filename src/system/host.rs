@@ -1,0 +1,195 @@
+//! [`Host`]: the only way the client changes the host, each change journalled first.
+//!
+//! Changes are made with iproute2 and nft, as wg-quick does: their behaviour is documented and
+//! stable, their error text is what administrators already know, and a user can replay any
+//! step by hand from the journal. The few dozen commands of one `up` cost milliseconds.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::journal::{self, Journal, JournalError, Undo};
+use super::routes::{Cidr, RoutePlan, TableEntry, RULE_PREF_BYPASS, RULE_PREF_TABLE, TABLE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("`{cmd}` failed: {stderr}")]
+    Command { cmd: String, stderr: String },
+    #[error("cannot run `{cmd}`: {source} (is iproute2 installed?)")]
+    Spawn { cmd: String, source: std::io::Error },
+}
+
+/// Runs `program args`, returning its stdout, or an error carrying the command line and stderr.
+pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String, HostError> {
+    let cmd = std::iter::once(program.to_string())
+        .chain(args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    tracing::debug!(%cmd, "host");
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| HostError::Spawn { cmd: cmd.clone(), source })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(HostError::Command { cmd, stderr })
+    }
+}
+
+/// Host changes made by one `up`, journalled in `run_dir`.
+#[derive(Debug)]
+pub struct Host {
+    run_dir: PathBuf,
+    journal: Journal,
+}
+
+impl Host {
+    /// Starts recording in `run_dir`. Call [`recover`] first so that we start clean.
+    pub fn open(run_dir: &Path) -> Result<Host, HostError> {
+        Ok(Host { run_dir: run_dir.to_path_buf(), journal: Journal::open(run_dir)? })
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Records `undo`, then runs `ip args`.
+    pub fn ip(&mut self, args: &[String], undo: &[String]) -> Result<(), HostError> {
+        self.journal.record(&Undo::Ip { args: undo.to_vec() })?;
+        run("ip", args).map(drop)
+    }
+
+    /// Records an arbitrary undo step before a change made elsewhere (e.g. by tun-rs).
+    pub fn record(&mut self, undo: Undo) -> Result<(), HostError> {
+        Ok(self.journal.record(&undo)?)
+    }
+
+    /// Installs `plan` for the interface `dev`: our table, its rules and the bypass rules.
+    pub fn install_routes(&mut self, dev: &str, plan: &RoutePlan) -> Result<(), HostError> {
+        let table = TABLE.to_string();
+        for entry in &plan.entries {
+            let (kind, cidr, via_dev): (&str, &Cidr, bool) = match entry {
+                TableEntry::Tunnel(c) => ("unicast", c, true),
+                TableEntry::Throw(c) => ("throw", c, false),
+                TableEntry::Unreachable(c) => ("unreachable", c, false),
+            };
+            let mut spec = strings(&[cidr.family_flag(), "route", "add", kind, &cidr.to_string()]);
+            if via_dev {
+                spec.extend(strings(&["dev", dev]));
+            }
+            spec.extend(strings(&["table", &table]));
+            let mut undo = spec.clone();
+            undo[2] = "del".into();
+            self.ip(&spec, &undo)?;
+        }
+        for addr in &plan.bypass {
+            let c = Cidr::host(*addr);
+            let pref = RULE_PREF_BYPASS.to_string();
+            let rule = strings(&[c.family_flag(), "rule", "add", "to", &c.to_string(), "lookup", "main", "pref", &pref]);
+            self.ip(&rule, &del_rule(&rule))?;
+        }
+        let pref = RULE_PREF_TABLE.to_string();
+        for (flag, wanted) in [("-4", plan.has_v4()), ("-6", plan.has_v6())] {
+            if wanted {
+                let rule = strings(&[flag, "rule", "add", "lookup", &table, "pref", &pref]);
+                self.ip(&rule, &del_rule(&rule))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes everything recorded, newest first, and removes the journal.
+    pub fn rollback(self) -> Vec<String> {
+        let run_dir = self.run_dir.clone();
+        drop(self.journal);
+        recover(&run_dir)
+    }
+}
+
+fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+fn del_rule(add: &[String]) -> Vec<String> {
+    let mut v = add.to_vec();
+    v[2] = "del".into();
+    v
+}
+
+/// Replays the journal in `run_dir` backwards, then removes it. Returns the failures that
+/// matter (an undo of something already gone is not one). Safe to call any number of times.
+pub fn recover(run_dir: &Path) -> Vec<String> {
+    let undos = match journal::load(run_dir) {
+        Ok(u) => u,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut failures = Vec::new();
+    for undo in undos.iter().rev() {
+        if let Err(e) = apply(undo) {
+            if !is_already_gone(&e) {
+                failures.push(e);
+            } else {
+                tracing::debug!(err = %e, "already undone");
+            }
+        }
+    }
+    if let Err(e) = journal::remove(run_dir) {
+        failures.push(format!("cannot remove the journal: {e}"));
+    }
+    failures
+}
+
+fn apply(undo: &Undo) -> Result<(), String> {
+    match undo {
+        Undo::Ip { args } => run("ip", args).map(drop).map_err(|e| e.to_string()),
+        Undo::Nft { args } => run("nft", args).map(drop).map_err(|e| e.to_string()),
+        Undo::DeleteNetns { name } => run("ip", &["netns", "del", name.as_str()]).map(drop).map_err(|e| e.to_string()),
+        Undo::RestoreFile { path, backup } => {
+            if !backup.exists() {
+                return Err(format!("{}: no such backup", backup.display()));
+            }
+            // rename() replaces a symlink at `path` too, restoring exactly what was there.
+            fs::rename(backup, path).map_err(|e| format!("restore {}: {e}", path.display()))
+        }
+        Undo::RemoveFile { path } => fs::remove_file(path).map_err(|e| format!("remove {}: {e}", path.display())),
+    }
+}
+
+/// iproute2/nft/fs answers meaning "nothing to undo".
+fn is_already_gone(err: &str) -> bool {
+    [
+        "Cannot find device",
+        "No such file or directory",
+        "No such process",
+        "does not exist",
+        "Cannot assign requested address",
+        "no such backup",
+        "RTNETLINK answers: No such",
+    ]
+    .iter()
+    .any(|needle| err.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undo_of_a_rule_mirrors_its_add() {
+        let add = strings(&["-4", "rule", "add", "lookup", "29549", "pref", "5209"]);
+        assert_eq!(del_rule(&add), strings(&["-4", "rule", "del", "lookup", "29549", "pref", "5209"]));
+    }
+
+    #[test]
+    fn recognises_already_gone() {
+        assert!(is_already_gone("`ip link del smx0` failed: Cannot find device \"smx0\""));
+        assert!(is_already_gone("`ip -4 rule del ...` failed: RTNETLINK answers: No such file or directory"));
+        assert!(!is_already_gone("`ip route add` failed: RTNETLINK answers: Operation not permitted"));
+    }
+}

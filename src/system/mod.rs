@@ -1,0 +1,25 @@
+//! Everything that changes the host: TUN, routes and rules, and the journal that can undo it.
+//!
+//! Nothing here knows about packets. Every change goes through [`host::Host`], which records
+//! how to undo it before making it ([`journal`]), so `smolmix-vpn down` can restore the host
+//! after a crash and `up` can start clean.
+
+pub mod host;
+pub mod journal;
+pub mod routes;
+pub mod status;
+pub mod tun;
+
+/// Does this process hold CAP_NET_ADMIN (root, or a capability granted by systemd/setcap)?
+///
+/// Read from `/proc/self/status` (`CapEff`, bit 12 = CAP_NET_ADMIN, linux/capability.h) rather
+/// than assuming uid 0: `sudo` is not the only way to run a network daemon.
+pub fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}

@@ -1,0 +1,63 @@
+//! The status file: what `smolmix-vpn status` shows, written by the running `up`.
+//!
+//! Written atomically (temp file + rename) about once a second, so a reader never sees half a
+//! file. A status whose pid is gone is reported as `stopped`: the file alone proves nothing.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// `connecting`, `connected`, `reconnecting`, `stopping`; `stopped` when read back stale.
+    pub state: String,
+    pub pid: u32,
+    pub tun: String,
+    pub exit: String,
+    /// Protocol version negotiated with the IPR (10 or 9).
+    pub version: Option<u8>,
+    pub mtu: Option<u16>,
+    /// Addresses the IPR allocated (they change on reconnect).
+    pub allocated_ipv4: Option<String>,
+    pub allocated_ipv6: Option<String>,
+    /// The TUN's stable addresses, the ones applications see.
+    pub local_ipv4: String,
+    pub local_ipv6: String,
+    /// Seconds since the Unix epoch when the current session connected.
+    pub connected_since: Option<u64>,
+    pub reconnects: u64,
+    /// Counters of every stage: pipeline, session, transport.
+    pub counters: serde_json::Value,
+}
+
+fn path(run_dir: &Path) -> PathBuf {
+    run_dir.join("status.json")
+}
+
+pub fn write(run_dir: &Path, status: &Status) -> io::Result<()> {
+    let tmp = run_dir.join("status.json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(status).map_err(io::Error::other)?)?;
+    fs::rename(tmp, path(run_dir))
+}
+
+/// The last status written, with `state` forced to `stopped` if its process is gone.
+pub fn read(run_dir: &Path) -> Option<Status> {
+    let bytes = fs::read(path(run_dir)).ok()?;
+    let mut s: Status = serde_json::from_slice(&bytes).ok()?;
+    if !pid_alive(s.pid) {
+        s.state = "stopped".into();
+    }
+    Some(s)
+}
+
+pub fn remove(run_dir: &Path) {
+    let _ = fs::remove_file(path(run_dir));
+}
+
+/// Is `pid` a live process? (signal 0 checks existence without sending anything.)
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}

@@ -1,0 +1,61 @@
+//! The TUN device: created with tun-rs, addressed with the *stable local* addresses.
+//!
+//! The kernel only ever sees [`LOCAL_V4`] and [`LOCAL_V6`] on the TUN. The addresses the IPR
+//! allocates (10.0.x.y, fc00::x) are applied by the pipeline's NAT, so a reconnect that brings
+//! new addresses does not change a single socket's local address on the host: connected UDP
+//! sockets and the routing table stay valid (the address changes are invisible to apps; TCP
+//! connections through the old allocation die at the exit, as they would with any VPN).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use tun_rs::{AsyncDevice, DeviceBuilder};
+
+use super::host::{Host, HostError};
+use super::journal::Undo;
+
+/// The TUN's IPv4 address: from the shared address space of RFC 6598 (100.64.0.0/10), which
+/// no LAN and no public host uses, so it cannot shadow a real destination.
+pub const LOCAL_V4: Ipv4Addr = Ipv4Addr::new(100, 86, 0, 2);
+/// The TUN's IPv6 address: a ULA (RFC 4193) under fd6d:6978::/48 ("mix" in hex).
+pub const LOCAL_V6: Ipv6Addr = Ipv6Addr::new(0xfd6d, 0x6978, 0, 0, 0, 0, 0, 2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunError {
+    #[error("cannot create TUN device {name}: {source} (is /dev/net/tun available, and are you root?)")]
+    Create { name: String, source: std::io::Error },
+    #[error("TUN device {name} already exists: another smolmix-vpn may be running (`smolmix-vpn down` cleans up)")]
+    Exists { name: String },
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+/// Creates and configures the TUN `name` with the stable addresses and `mtu`; its removal is
+/// journalled first.
+pub fn create(host: &mut Host, name: &str, mtu: u16, ipv6: bool) -> Result<AsyncDevice, TunError> {
+    if std::path::Path::new("/sys/class/net").join(name).exists() {
+        return Err(TunError::Exists { name: name.to_string() });
+    }
+    // The device vanishes when our fd closes, even after SIGKILL; the journal entry covers a
+    // device left behind by anything else (e.g. a kernel that kept it for a lingering fd).
+    host.record(Undo::Ip { args: vec!["link".into(), "del".into(), name.into()] })?;
+    let dev = DeviceBuilder::new()
+        .name(name)
+        .mtu(mtu)
+        .ipv4(LOCAL_V4, 32, None)
+        .build_async()
+        .map_err(|source| TunError::Create { name: name.to_string(), source })?;
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    if ipv6 {
+        // nodad: duplicate address detection would hold the address "tentative" for ~1 s
+        // (RFC 4862 §5.4) and fail early sends; nothing else is on this point-to-point link.
+        let v6 = format!("{LOCAL_V6}/128");
+        host.ip(&s(&["-6", "addr", "add", &v6, "dev", name, "nodad"]), &s(&["-6", "addr", "del", &v6, "dev", name]))?;
+    }
+    host.ip(&s(&["link", "set", "dev", name, "up"]), &s(&["link", "del", name]))?;
+    Ok(dev)
+}
+
+/// Changes the MTU of an existing TUN (after a reconnect to an exit with another MTU).
+pub fn set_mtu(name: &str, mtu: u16) -> Result<(), HostError> {
+    super::host::run("ip", &["link", "set", "dev", name, "mtu", &mtu.to_string()]).map(drop)
+}

@@ -1,0 +1,87 @@
+//! Transports: the only I/O boundary towards the exit. A message in, a message out.
+//!
+//! A *message* is exactly one Nym message payload: the 16-byte LP frame header and one IPR
+//! message (ipr-protocol.md §1.1). Message boundaries are part of the protocol, so every
+//! transport must preserve them.
+//!
+//! - [`udp`]: one UDP datagram per message, to a local `smolmix-exit`.
+
+use std::fmt;
+use std::str::FromStr;
+
+pub mod udp;
+
+pub use udp::UdpTransport;
+
+/// Where the IPR exit is: a Nym address, or `udp://HOST:PORT` for a local `smolmix-exit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IprAddr {
+    /// A Nym client address `<identity>.<encryption-key>@<gateway-identity>` (base58).
+    Nym(String),
+    /// A local exit reached over UDP.
+    Udp { host: String, port: u16 },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IprAddrError {
+    #[error("{0:?}: expected udp://HOST:PORT or a Nym address <identity>.<key>@<gateway>")]
+    Malformed(String),
+}
+
+impl FromStr for IprAddr {
+    type Err = IprAddrError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || IprAddrError::Malformed(s.to_string());
+        if let Some(rest) = s.strip_prefix("udp://") {
+            let (host, port) = rest.rsplit_once(':').ok_or_else(err)?;
+            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let port: u16 = port.parse().map_err(|_| err())?;
+            if host.is_empty() || port == 0 || host.contains('/') {
+                return Err(err());
+            }
+            return Ok(IprAddr::Udp { host: host.to_string(), port });
+        }
+        // A Nym recipient: three base58 strings "a.b@c" (nym-sphinx-addressing's format).
+        let (keys, gateway) = s.split_once('@').ok_or_else(err)?;
+        let (identity, enc) = keys.split_once('.').ok_or_else(err)?;
+        let base58 = |p: &str| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() && !b"0OIl".contains(&b))
+        };
+        if [identity, enc, gateway].iter().all(|p| base58(p)) {
+            Ok(IprAddr::Nym(s.to_string()))
+        } else {
+            Err(err())
+        }
+    }
+}
+
+impl fmt::Display for IprAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IprAddr::Nym(a) => f.write_str(a),
+            IprAddr::Udp { host, port } if host.contains(':') => write!(f, "udp://[{host}]:{port}"),
+            IprAddr::Udp { host, port } => write!(f, "udp://{host}:{port}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_forms() {
+        assert_eq!(
+            "udp://192.0.2.1:51820".parse::<IprAddr>().unwrap(),
+            IprAddr::Udp { host: "192.0.2.1".into(), port: 51820 }
+        );
+        let v6: IprAddr = "udp://[2001:db8::1]:9".parse().unwrap();
+        assert_eq!(v6, IprAddr::Udp { host: "2001:db8::1".into(), port: 9 });
+        assert_eq!(v6.to_string(), "udp://[2001:db8::1]:9");
+        let nym = "8hUvtEyZK8umsdxxPS2BizQhEDmbNeXEPBZLgscE57Zh.5P2bnwMTqtn9KvmYCTdzRsNXQA1SStLwTKMhKDpU4QWy@3zd3wrCK8P7rkTsC8Qvfq8xKMm8eXeWPHgMTTmWBrJ4e";
+        assert_eq!(nym.parse::<IprAddr>().unwrap(), IprAddr::Nym(nym.into()));
+        for bad in ["", "udp://", "udp://:9", "udp://host", "udp://host:0", "udp://host:99999", "tcp://a:1", "a.b", "a.b@", "a.0@c"] {
+            assert!(bad.parse::<IprAddr>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `udp://HOST:PORT`: one datagram is one Nym message payload, to a local `smolmix-exit`.
+//!
+//! The socket is `connect()`ed, so the kernel discards datagrams from anyone but the exit
+//! before we see them; what the exit itself sends is still untrusted and is checked by the
+//! session. An ICMP port-unreachable from the exit surfaces as `ECONNREFUSED` on the next
+//! call: counted, never fatal (the exit may just be restarting).
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+
+/// Socket buffers big enough for ~2 ms of 10 Gbit/s bursts: the loop drains in batches and
+/// the default 208 KiB drops datagrams while it is busy writing the TUN.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UdpError {
+    #[error("cannot resolve the exit address udp://{host}:{port}: {source}")]
+    Resolve { host: String, port: u16, source: io::Error },
+    #[error("cannot open a UDP socket to {peer}: {source}")]
+    Socket { peer: SocketAddr, source: io::Error },
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct UdpStats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub send_errors: u64,
+    pub refused: u64,
+}
+
+#[derive(Debug)]
+pub struct UdpTransport {
+    sock: UdpSocket,
+    peer: SocketAddr,
+    stats: UdpStats,
+}
+
+impl UdpTransport {
+    pub async fn connect(host: &str, port: u16) -> Result<UdpTransport, UdpError> {
+        let resolve_err = |source| UdpError::Resolve { host: host.to_string(), port, source };
+        let peer = (host, port)
+            .to_socket_addrs()
+            .map_err(resolve_err)?
+            .next()
+            .ok_or_else(|| resolve_err(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+        let sock_err = |source| UdpError::Socket { peer, source };
+        let bind: SocketAddr = if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+        let sock = UdpSocket::bind(bind).await.map_err(sock_err)?;
+        let fd = std::os::fd::AsFd::as_fd(&sock);
+        // *BufForce needs CAP_NET_ADMIN, which `up` has; fall back to the capped variant.
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+            let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
+        }
+        if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+            let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
+        }
+        sock.connect(peer).await.map_err(sock_err)?;
+        Ok(UdpTransport { sock, peer, stats: UdpStats::default() })
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn stats(&self) -> UdpStats {
+        self.stats
+    }
+
+    /// Waits for one message. Refusals (ICMP unreachable) are counted and skipped.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.sock.recv(buf).await {
+                Ok(n) => return Ok(self.count_in(n)),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.stats.refused += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One more message if one is already queued (`WouldBlock` otherwise).
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.sock.try_recv(buf) {
+                Ok(n) => return Ok(self.count_in(n)),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.stats.refused += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends one message. A failure is counted and logged, not returned: the exit's side is
+    /// lossy anyway (a real mixnet loses messages too) and the session notices a dead exit.
+    pub async fn send(&mut self, msg: &[u8]) {
+        match self.sock.send(msg).await {
+            Ok(_) => {
+                self.stats.datagrams_out += 1;
+                self.stats.bytes_out += msg.len() as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.stats.refused += 1,
+            Err(e) => {
+                self.stats.send_errors += 1;
+                tracing::debug!(%e, peer = %self.peer, "send to exit failed");
+            }
+        }
+    }
+
+    fn count_in(&mut self, n: usize) -> usize {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += n as u64;
+        n
+    }
+}
