@@ -1,0 +1,143 @@
+# Shared helpers for the netns suites: topology, readiness polling, checks.
+# Sourced by netns-tests/*.sh; never run directly.
+#
+#  ns $c (client)                   ns $e (exit)                          ns $i (inet)
+#  smolmix-vpn up --ipr udp://..    smolmix-exit --listen 198.51.100.1    python3 http.server :80
+#  smx0 100.86.0.2, fd6d:6978::2    nymtun0 10.0.0.1/16, fc00::1/112      dnsmasq :53, udp echo :7
+#  vc 198.51.100.2/24 ───────────── ve 198.51.100.1/24
+#                                   vi 192.0.2.1/24 ───────────────────── vo 192.0.2.2/24
+#                                      2001:db8:1::1/64                      2001:db8:1::2/64
+#                                   forwarding + masquerade out of vi
+#
+# Only documentation ranges (RFC 5737, RFC 3849) are used, only inside namespaces this run
+# created; nothing is ever sent outside them.
+
+SMX_BIN=${SMX_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release}
+TESTS_PASSED=0
+TESTS_FAILED=0
+CURRENT_SUITE=${CURRENT_SUITE:-netns}
+
+pretty() { echo -e "\x1b[32m\x1b[1m[+] ${1:+NS $1: }${2}\x1b[0m" >&3; }
+ok() { TESTS_PASSED=$((TESTS_PASSED + 1)); printf 'ok %d - %s\n' $((TESTS_PASSED + TESTS_FAILED)) "$*" >&3; }
+not_ok() { TESTS_FAILED=$((TESTS_FAILED + 1)); printf 'not ok %d - %s\n' $((TESTS_PASSED + TESTS_FAILED)) "$*" >&3; }
+
+# check "description" cmd args...: runs the command, prints ok/not ok, never aborts the suite.
+check() {
+	local what=$1; shift
+	if "$@" >>"$TMP/check.log" 2>&1; then ok "$what"; else not_ok "$what"; echo "  (command: $*; see $TMP/check.log)" >&3; tail -n 5 "$TMP/check.log" | sed 's/^/  | /' >&3; fi
+}
+
+# wait_for SECONDS cmd args...: polls until the command succeeds (readiness, never fixed sleeps).
+wait_for() {
+	local deadline=$(( $(date +%s) + $1 )); shift
+	until "$@" >/dev/null 2>&1; do
+		[[ $(date +%s) -lt $deadline ]] || return 1
+		sleep 0.05
+	done
+}
+
+n() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# setup_topology PREFIX: creates the three namespaces and links, nothing else.
+setup_topology() {
+	c="$1-client" e="$1-exit" i="$1-inet"
+	for ns in "$c" "$e" "$i"; do ip netns add "$ns"; n "$ns" ip link set lo up; done
+	ip link add vc netns "$c" type veth peer name ve netns "$e"
+	ip link add vi netns "$e" type veth peer name vo netns "$i"
+	n "$c" ip addr add 198.51.100.2/24 dev vc
+	n "$e" ip addr add 198.51.100.1/24 dev ve
+	n "$e" ip addr add 192.0.2.1/24 dev vi
+	n "$i" ip addr add 192.0.2.2/24 dev vo
+	n "$e" ip -6 addr add 2001:db8:1::1/64 dev vi nodad
+	n "$i" ip -6 addr add 2001:db8:1::2/64 dev vo nodad
+	for l in "$c vc" "$e ve" "$e vi" "$i vo"; do set -- $l; n "$1" ip link set "$2" up; done
+	# The inet host answers the exit's masqueraded traffic; it has no route to anything else.
+	n "$i" ip route add default via 192.0.2.1
+	n "$i" ip -6 route add default via 2001:db8:1::1
+	n "$e" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+	# The client reaches the exit's transport address directly; everything else is the tunnel's.
+	n "$c" ip route add default via 198.51.100.1
+}
+
+# start_exit NAME PORT [ARGS]: smolmix-exit in ns $e with its TUN and masquerade.
+start_exit() {
+	local tun=$1 port=$2; shift 2
+	ip netns exec "$e" "$SMX_BIN/smolmix-exit" --listen "198.51.100.1:$port" --tun "$tun" "$@" >"$TMP/exit-$tun.out" 2>"$TMP/exit-$tun.err" &
+	echo $! >"$TMP/exit-$tun.pid"
+	wait_for 10 grep -q '^listening' "$TMP/exit-$tun.out" || { cat "$TMP/exit-$tun.err" >&3; return 1; }
+}
+
+# stop_exit NAME: stops the exit started with that TUN and waits until its TUN is gone.
+stop_exit() {
+	kill "$(cat "$TMP/exit-$1.pid")" && rm -f "$TMP/exit-$1.pid"
+	wait_for 10 sh -c "! ip netns exec '$e' ip link show '$1'"
+}
+
+setup_exit_nat() {
+	n "$e" nft -f - <<-EOF
+	table inet smxtest {
+		chain post { type nat hook postrouting priority srcnat; oifname "vi" masquerade; }
+	}
+	EOF
+}
+
+# start_inet: HTTP (files under $TMP/www), DNS (dnsmasq) and a UDP echo server in ns $i.
+start_inet() {
+	mkdir -p "$TMP/www"
+	head -c 20000000 /dev/urandom >"$TMP/www/big.bin"
+	head -c 1000000 /dev/urandom >"$TMP/www/mid.bin"
+	(cd "$TMP/www" && exec ip netns exec "$i" python3 -m http.server 80 --bind 0.0.0.0 >"$TMP/http.log" 2>&1) &
+	echo $! >"$TMP/http.pid"
+	ip netns exec "$i" dnsmasq --keep-in-foreground --no-resolv --no-hosts --user=root --bind-interfaces \
+		--listen-address=192.0.2.2 --address=/smolmix.test/192.0.2.80 --address=/smolmix.test/2001:db8:1::80 \
+		--pid-file="$TMP/dnsmasq.pid" --log-facility="$TMP/dnsmasq.log" --log-queries &
+	ip netns exec "$i" python3 "$(dirname "${BASH_SOURCE[0]}")/udp_echo.py" 192.0.2.2 7 >"$TMP/udpecho.log" 2>&1 &
+	echo $! >"$TMP/udpecho.pid"
+	wait_for 10 n "$i" python3 -c 'import socket; socket.create_connection(("192.0.2.2", 80), 1)'
+	wait_for 10 n "$i" dig +short +time=1 +tries=1 @192.0.2.2 smolmix.test
+}
+
+# start_client ARGS...: smolmix-vpn up in ns $c; waits for its "connected" line.
+start_client() {
+	ip netns exec "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
+	CLIENT_PID=$!
+	wait_for 30 grep -q '^connected' "$TMP/client.out" || { echo "client did not connect:" >&3; cat "$TMP/client.err" >&3; return 1; }
+}
+
+client_status() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" status --json; }
+
+# stop_client: SIGTERM, expect exit status 0.
+stop_client() {
+	kill -TERM "$CLIENT_PID"
+	local rc=0
+	wait "$CLIENT_PID" || rc=$?
+	return $rc
+}
+
+# Nothing of ours is left in ns $c: no TUN, no rules, no table, no journal.
+host_is_clean() {
+	! n "$c" ip link show smx0 2>/dev/null &&
+	! n "$c" ip rule show | grep -q 'lookup 29549' &&
+	! n "$c" ip -6 rule show | grep -q 'lookup 29549' &&
+	[[ -z $(n "$c" ip route show table 29549 2>/dev/null) ]] &&
+	[[ -z $(n "$c" ip -6 route show table 29549 2>/dev/null) ]] &&
+	[[ ! -e $TMP/run/journal ]]
+}
+
+cleanup_all() {
+	set +e
+	exec 2>/dev/null
+	for p in "$TMP"/*.pid; do [[ -e $p ]] && kill "$(cat "$p")"; done
+	[[ -n ${CLIENT_PID:-} ]] && kill "$CLIENT_PID"
+	for ns in "$c" "$e" "$i"; do
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid"; done
+		ip netns del "$ns"
+	done
+	wait
+	[[ -n ${KEEP_TMP:-} ]] || rm -rf "$TMP"
+}
+
+finish() {
+	echo "$CURRENT_SUITE: $TESTS_PASSED passed, $TESTS_FAILED failed" >&3
+	[[ $TESTS_FAILED -eq 0 ]]
+}

@@ -1,0 +1,28 @@
+#!/bin/bash
+# The one test command: installs what is missing, builds, runs the unit and integration tests
+# (cargo's summary lines), then the privileged end-to-end suites in network namespaces.
+#
+#   sudo scripts/test.sh            everything
+#   SKIP_NETNS=1 scripts/test.sh    only the unprivileged cargo tests
+set -e
+cd "$(dirname "$0")/.."
+if [[ $(id -u) -eq 0 ]]; then scripts/deps.sh; fi
+
+# One profile for everything: the netns suites need an optimised client to move 20 MB and
+# 50 connections quickly, and sharing the release build means nym-sdk compiles once.
+echo "== cargo build --release"
+cargo build --release --locked --bins
+echo "== cargo test --release"
+cargo test --release --locked 2>&1 | tee /tmp/smolmix-cargo-test.log
+status=${PIPESTATUS[0]}
+[[ $status -eq 0 ]] || exit "$status"
+
+if [[ -n ${SKIP_NETNS:-} ]]; then
+	echo "SKIP_NETNS set: network-namespace suites not run"
+	exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+	echo "the network-namespace suites need root: run sudo scripts/test.sh" >&2
+	exit 1
+fi
+exec netns-tests/run.sh
