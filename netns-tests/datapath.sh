@@ -34,6 +34,12 @@ t_curl_big() {
 	got=$(n "$c" curl -sS --max-time 120 http://192.0.2.2/big.bin | sha256sum | cut -d' ' -f1)
 	[[ $want == "$got" ]]
 }
+t_curl_v6() {
+	local want got
+	want=$(sha256sum <"$TMP/www/mid.bin" | cut -d' ' -f1)
+	got=$(n "$c" curl -sS --max-time 60 'http://[2001:db8:1::2]/mid.bin' | sha256sum | cut -d' ' -f1)
+	[[ $want == "$got" ]] && grep -q '^2001:db8:1::1 ' "$TMP/http6.log" && ! grep '"GET ' "$TMP/http6.log" | grep -qv '^2001:db8:1::1 '
+}
 t_dig_udp() { [[ $(n "$c" dig +short +time=2 +tries=2 @192.0.2.2 smolmix.test A) == 192.0.2.80 ]]; }
 t_dig_tcp() { [[ $(n "$c" dig +tcp +short +time=2 +tries=2 @192.0.2.2 smolmix.test AAAA) == 2001:db8:1::80 ]]; }
 t_udp_big() {
@@ -106,6 +112,7 @@ check "the exit's transport address stays outside the tunnel" t_exit_outside
 
 pretty "$c" "unmodified programs through the tunnel"
 check "curl: 20 MB over HTTP, sha256 matches" t_curl_big
+check "curl over IPv6: 1 MB, sha256 matches, the server sees the exit's IPv6 address" t_curl_v6
 check "dig over UDP resolves through the tunnel" t_dig_udp
 check "dig over TCP resolves through the tunnel" t_dig_tcp
 check "ping (IPv4) gets replies" n "$c" ping -c 3 -i 0.2 -W 2 192.0.2.2

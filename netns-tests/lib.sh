@@ -88,12 +88,15 @@ start_inet() {
 	head -c 1000000 /dev/urandom >"$TMP/www/mid.bin"
 	(cd "$TMP/www" && exec ip netns exec "$i" python3 -m http.server 80 --bind 0.0.0.0 >"$TMP/http.log" 2>&1) &
 	echo $! >"$TMP/http.pid"
+	(cd "$TMP/www" && exec ip netns exec "$i" python3 -m http.server 80 --bind 2001:db8:1::2 >"$TMP/http6.log" 2>&1) &
+	echo $! >"$TMP/http6.pid"
 	ip netns exec "$i" dnsmasq --keep-in-foreground --no-resolv --no-hosts --user=root --bind-interfaces \
 		--listen-address=192.0.2.2 --address=/smolmix.test/192.0.2.80 --address=/smolmix.test/2001:db8:1::80 \
 		--pid-file="$TMP/dnsmasq.pid" --log-facility="$TMP/dnsmasq.log" --log-queries &
 	ip netns exec "$i" python3 "$(dirname "${BASH_SOURCE[0]}")/udp_echo.py" 192.0.2.2 7 >"$TMP/udpecho.log" 2>&1 &
 	echo $! >"$TMP/udpecho.pid"
 	wait_for 10 n "$i" python3 -c 'import socket; socket.create_connection(("192.0.2.2", 80), 1)'
+	wait_for 10 n "$i" python3 -c 'import socket; socket.create_connection(("2001:db8:1::2", 80), 1)'
 	wait_for 10 n "$i" dig +short +time=1 +tries=1 @192.0.2.2 smolmix.test
 }
 

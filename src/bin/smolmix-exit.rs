@@ -162,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(listen)
         .await
         .with_context(|| format!("cannot bind UDP {listen}"))?;
+    enlarge_buffers(&socket);
     let local = socket
         .local_addr()
         .context("cannot read the bound address")?;
@@ -265,5 +266,21 @@ async fn flush(server: &mut Server, socket: &UdpSocket, tun: &AsyncDevice) {
             tracing::debug!(error = %e, %peer, len = message.len(), "UDP send failed");
         }
         server.pop_transmit();
+    }
+}
+
+/// Socket buffers for bursts: a client sends a TUN batch back to back, and the default
+/// 208 KiB receive buffer overflows while this loop writes the previous batch into the TUN
+/// (measured: ~10 % of datagrams lost at 900 Mbit/s with the default). `*Force` needs
+/// CAP_NET_ADMIN, which the exit has; otherwise the capped variant is the best we can do.
+fn enlarge_buffers(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    const SOCKET_BUFFER: usize = 4 << 20;
+    let fd = std::os::fd::AsFd::as_fd(socket);
+    if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
     }
 }
