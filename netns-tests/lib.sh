@@ -62,6 +62,9 @@ setup_topology() {
 # start_exit NAME PORT [ARGS]: smolmix-exit in ns $e with its TUN and masquerade.
 start_exit() {
 	local tun=$1 port=$2; shift 2
+	# Truncate first: the background redirect happens later, and an old "listening" line
+	# from a previous exit must not count as readiness.
+	: >"$TMP/exit-$tun.out"
 	ip netns exec "$e" "$SMX_BIN/smolmix-exit" --listen "198.51.100.1:$port" --tun "$tun" "$@" >"$TMP/exit-$tun.out" 2>"$TMP/exit-$tun.err" &
 	echo $! >"$TMP/exit-$tun.pid"
 	wait_for 10 grep -q '^listening' "$TMP/exit-$tun.out" || { cat "$TMP/exit-$tun.err" >&3; return 1; }
@@ -102,6 +105,7 @@ start_inet() {
 
 # start_client ARGS...: smolmix-vpn up in ns $c; waits for its "connected" line.
 start_client() {
+	: >"$TMP/client.out"    # an old "connected" line must not count as readiness
 	ip netns exec "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
 	CLIENT_PID=$!
 	wait_for 30 grep -q '^connected' "$TMP/client.out" || { echo "client did not connect:" >&3; cat "$TMP/client.err" >&3; return 1; }
