@@ -48,6 +48,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List IPR exits from the Nym directory: address, version, performance.
+    Exits {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        directory: DirectoryArgs,
+    },
+}
+
+/// Where the Nym directory is (tests and private networks point it elsewhere).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirectoryArgs {
+    /// nym-api URL of the Nym directory (repeatable; default: mainnet's).
+    #[arg(long = "nym-api", value_name = "URL")]
+    pub nym_api: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +111,13 @@ pub struct UpArgs {
     /// Reply SURBs sent with each message. Ignored by udp:// exits.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub surbs: u32,
+
+    /// Keep the mixnet identity (keys, gateway registration) in DIR; default: a new one per run.
+    #[arg(long, value_name = "DIR")]
+    pub identity_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
 
     /// DNS servers reached through the tunnel (repeatable).
     #[arg(long = "dns", value_name = "IP")]

@@ -19,16 +19,17 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tun_rs::AsyncDevice;
 
-use crate::ipr::{Event, Session, SessionConfig};
+use crate::ipr::{Event, Session};
+use crate::link::{self, flush_transmit, sleep_opt, Allocation, ConnectError};
 use crate::pipeline::{self, Action, Pipeline};
 use crate::system::host::{Host, HostError};
 use crate::system::routes::{Cidr, RoutePlan};
 use crate::system::status::{self, Status};
 use crate::system::tun::{self, TunError, LOCAL_V4, LOCAL_V6};
-use crate::transport::{IprAddr, UdpTransport};
+use crate::transport::{IprAddr, Transport, UdpTransport};
 
 /// Packets (or messages) handled per wake-up before yielding to the other direction; 64 is
 /// smoltcp's and the seed library's device burst, enough to amortise a wake-up.
@@ -37,15 +38,25 @@ const BURST: usize = 64;
 const MAX_PACKET: usize = 65535;
 /// Largest transport message: LP header + IPR header + a bundle of one maximal packet.
 const MAX_MESSAGE: usize = 65535 + 64;
-/// MTU the IPR uses when it does not report one (v9; `CLIENT_MTU_FALLBACK`, ipr-protocol.md §3.4).
-const V9_MTU: u16 = 1420;
 /// How often the status file is refreshed and NAT/reassembly state expired.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// How to reach a mixnet exit (unused for `udp://` exits).
+#[derive(Debug, Clone, Default)]
+pub struct MixnetSettings {
+    pub fast: bool,
+    pub reply_surbs: u32,
+    pub identity_dir: Option<PathBuf>,
+    /// nym-api URLs; empty = mainnet's.
+    pub nym_api: Vec<String>,
+}
 
 /// Everything `up` needs, already validated by the CLI.
 #[derive(Debug, Clone)]
 pub struct UpConfig {
-    pub ipr: IprAddr,
+    /// `None`: the best IPR exit from the Nym directory.
+    pub ipr: Option<IprAddr>,
+    pub mixnet: MixnetSettings,
     pub tun: String,
     pub mtu_override: Option<u16>,
     pub routes: Vec<Cidr>,
@@ -56,14 +67,14 @@ pub struct UpConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("the IPR exit at {exit} did not answer within {secs} s (tried protocol v10 and v9); is it running and reachable?")]
-    NoAnswer { exit: String, secs: u64 },
-    #[error("the IPR exit at {exit} refused the connection: {reason}")]
-    Refused { exit: String, reason: String },
+    #[error("the IPR exit at {exit} {source}")]
+    Connect { exit: String, source: ConnectError },
     #[error("{0}")]
     Transport(String),
-    #[error("the Nym mixnet transport is not available in this build; use --ipr udp://HOST:PORT")]
+    #[error("the Nym mixnet transport is not available in this build (feature `mixnet`); use --ipr udp://HOST:PORT")]
     NoMixnet,
+    #[error("cannot tell which entry gateway the mixnet client uses, so a full tunnel would route the mixnet into itself; use --route to tunnel only some destinations")]
+    NoGatewayAddress,
     #[error(transparent)]
     Tun(#[from] TunError),
     #[error(transparent)]
@@ -74,28 +85,6 @@ pub enum DriverError {
     TransportIo(std::io::Error),
 }
 
-/// What the exit gave us on connect.
-#[derive(Debug, Clone, Copy)]
-struct Allocation {
-    ipv4: std::net::Ipv4Addr,
-    ipv6: std::net::Ipv6Addr,
-    mtu: Option<u16>,
-    version: u8,
-}
-
-/// Timeouts for the udp transport: a local exit answers in milliseconds, so v10 gets 5 s and
-/// v9 10 s, and an absent exit is reported within 15 s (the mixnet's are 15 s + 60 s).
-fn session_config() -> SessionConfig {
-    SessionConfig {
-        stream_id: rand::random(),
-        max_version: 10,
-        v10_timeout: Duration::from_secs(5),
-        v9_timeout: Duration::from_secs(10),
-        keepalive_idle: Duration::from_secs(15),
-        dead_after: Duration::from_secs(45),
-    }
-}
-
 /// Connects to the exit, brings the tunnel up, runs until `shutdown` resolves, and undoes every
 /// host change. `on_connected` is called once traffic can flow.
 pub async fn up(
@@ -104,33 +93,37 @@ pub async fn up(
     on_connected: impl FnOnce(&str),
 ) -> Result<(), DriverError> {
     let mut shutdown = pin!(shutdown);
-    let (host, port) = match &cfg.ipr {
-        IprAddr::Udp { host, port } => (host.clone(), *port),
-        IprAddr::Nym(_) => return Err(DriverError::NoMixnet),
+    let opened = tokio::select! {
+        r = open_transport(&cfg) => r?,
+        () = &mut shutdown => return Ok(()),
     };
-    let mut transport = UdpTransport::connect(&host, port).await.map_err(|e| DriverError::Transport(e.to_string()))?;
-    let exit_name = cfg.ipr.to_string();
+    let (mut transport, exit_name, max_version) = opened;
 
     // 1. Talk to the exit before touching the host: a dead exit must leave nothing behind.
     let mut rx = vec![0u8; MAX_MESSAGE];
-    let connect = connect(&mut transport, &mut rx, &exit_name);
+    let connect = link::connect(&mut transport, &mut rx, max_version);
     let (mut session, alloc) = tokio::select! {
-        r = connect => r?,
+        r = connect => r.map_err(|source| DriverError::Connect { exit: exit_name.clone(), source })?,
         () = &mut shutdown => return Ok(()),
     };
-    let mtu = cfg.mtu_override.unwrap_or(alloc.mtu.unwrap_or(V9_MTU));
+    let mtu = cfg.mtu_override.unwrap_or(alloc.mtu_or_default());
 
     // 2. Host changes, each journalled before it is made.
     let mut hostc = Host::open(&cfg.run_dir)?;
     let result = async {
         let dev = tun::create(&mut hostc, &cfg.tun, mtu, cfg.ipv6)?;
-        let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6, vec![transport.peer().ip()]);
+        let bypass = transport.bypass_addrs();
+        let full = cfg.routes.iter().any(|r| r.prefix_len() == 0);
+        if bypass.is_empty() && full {
+            return Err(DriverError::NoGatewayAddress);
+        }
+        let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6, bypass.clone());
         hostc.install_routes(&cfg.tun, &plan)?;
-        Ok::<_, DriverError>(dev)
+        Ok::<_, DriverError>((dev, bypass))
     }
     .await;
-    let dev = match result {
-        Ok(dev) => dev,
+    let (dev, bypass) = match result {
+        Ok(v) => v,
         Err(e) => {
             for f in hostc.rollback() {
                 tracing::warn!("cleanup: {f}");
@@ -149,6 +142,9 @@ pub async fn up(
 
     let mut state = Running {
         cfg: &cfg,
+        host: &mut hostc,
+        bypass,
+        max_version,
         exit: exit_name.clone(),
         dev,
         pipe,
@@ -174,57 +170,54 @@ pub async fn up(
         tracing::warn!("cleanup: {f}");
     }
     status::remove(&cfg.run_dir);
+    transport.shutdown().await;
     result
 }
 
-/// Runs the handshake (v10, falling back to v9) until connected, refused or timed out.
-async fn connect(
-    transport: &mut UdpTransport,
-    rx: &mut [u8],
-    exit: &str,
-) -> Result<(Session, Allocation), DriverError> {
-    let started = Instant::now();
-    let mut session = Session::new(session_config(), started.into_std());
-    loop {
-        flush_transmit(&mut session, transport).await;
-        while let Some(ev) = session.poll_event() {
-            match ev {
-                Event::Connected { ipv4, ipv6, mtu, version } => {
-                    return Ok((session, Allocation { ipv4, ipv6, mtu, version }));
-                }
-                Event::ConnectFailed(crate::ipr::SessionError::Timeout) | Event::ExitUnresponsive => {
-                    return Err(DriverError::NoAnswer { exit: exit.to_string(), secs: started.elapsed().as_secs() });
-                }
-                Event::ConnectFailed(e) => return Err(DriverError::Refused { exit: exit.to_string(), reason: e.to_string() }),
-                Event::Disconnected => {
-                    return Err(DriverError::Refused { exit: exit.to_string(), reason: "disconnected".into() })
-                }
-            }
+/// Opens the transport `cfg` asks for; returns it, the exit's name for messages, and the
+/// highest IPR protocol version to try (what the directory says the exit runs, else 10).
+async fn open_transport(cfg: &UpConfig) -> Result<(Transport, String, u8), DriverError> {
+    match &cfg.ipr {
+        Some(addr @ IprAddr::Udp { host, port }) => {
+            let t = UdpTransport::connect(host, *port).await.map_err(|e| DriverError::Transport(e.to_string()))?;
+            Ok((Transport::Udp(t), addr.to_string(), 10))
         }
-        let deadline = session.poll_timeout().map(Instant::from_std);
-        tokio::select! {
-            r = transport.recv(rx) => {
-                let n = r.map_err(DriverError::TransportIo)?;
-                // Data packets cannot arrive before Connected; anything else is counted.
-                let _ = session.handle_message(&rx[..n], Instant::now().into_std()).count();
-            }
-            () = sleep_opt(deadline) => session.handle_timeout(Instant::now().into_std()),
+        #[cfg(feature = "mixnet")]
+        other => {
+            use crate::transport::mixnet::{self, MixnetTransport};
+            let opts = mixnet_options(&cfg.mixnet);
+            let mixnet_err = |e: mixnet::MixnetError| DriverError::Transport(e.to_string());
+            let (address, hint) = match other {
+                Some(IprAddr::Nym(a)) => (a.clone(), None),
+                _ => {
+                    let best = mixnet::best_ipr(&opts).await.map_err(mixnet_err)?;
+                    tracing::info!(exit = %best.address, version = %best.version, "best IPR exit");
+                    (best.address, best.ipr_protocol)
+                }
+            };
+            let t = MixnetTransport::connect(&address, &opts).await.map_err(mixnet_err)?;
+            let max_version = hint.or(t.ipr_version_hint()).unwrap_or(10);
+            Ok((Transport::Mixnet(t), address, max_version))
         }
+        #[cfg(not(feature = "mixnet"))]
+        _ => Err(DriverError::NoMixnet),
     }
 }
 
-async fn sleep_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => sleep_until(d).await,
-        None => std::future::pending().await,
+/// The mixnet transport's options from the CLI's settings.
+#[cfg(feature = "mixnet")]
+pub fn mixnet_options(m: &MixnetSettings) -> crate::transport::mixnet::MixnetOptions {
+    use crate::transport::mixnet::{MixnetOptions, TrafficProfile};
+    let mut opts = MixnetOptions {
+        traffic: if m.fast { TrafficProfile::Fast } else { TrafficProfile::Default },
+        reply_surbs: m.reply_surbs,
+        storage_dir: m.identity_dir.clone(),
+        ..MixnetOptions::default()
+    };
+    if !m.nym_api.is_empty() {
+        opts.nym_api_urls = m.nym_api.clone();
     }
-}
-
-async fn flush_transmit(session: &mut Session, transport: &mut UdpTransport) {
-    while let Some(msg) = session.poll_transmit() {
-        transport.send(msg).await;
-        session.pop_transmit();
-    }
+    opts
 }
 
 fn unix_now() -> u64 {
@@ -234,6 +227,10 @@ fn unix_now() -> u64 {
 /// State of a running tunnel.
 struct Running<'a> {
     cfg: &'a UpConfig,
+    host: &'a mut Host,
+    /// Transport peers currently kept outside the tunnel by a rule.
+    bypass: Vec<IpAddr>,
+    max_version: u8,
     exit: String,
     dev: AsyncDevice,
     pipe: Pipeline,
@@ -248,7 +245,7 @@ impl Running<'_> {
     async fn run(
         &mut self,
         session: &mut Session,
-        transport: &mut UdpTransport,
+        transport: &mut Transport,
         rx: &mut [u8],
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), DriverError> {
@@ -277,13 +274,14 @@ impl Running<'_> {
                 () = sleep_opt(deadline) => session.handle_timeout(Instant::now().into_std()),
                 _ = housekeeping.tick() => {
                     self.pipe.expire(Instant::now().into_std());
+                    self.sync_bypass(transport)?;
                     let state = if self.alloc.is_some() { "connected" } else { "reconnecting" };
                     self.write_status(state, session, transport);
                 }
             }
             flush_transmit(session, transport).await;
             while let Some(ev) = session.poll_event() {
-                self.on_event(session, ev)?;
+                self.on_event(session, transport, ev)?;
             }
             flush_transmit(session, transport).await;
         }
@@ -323,12 +321,12 @@ impl Running<'_> {
         Ok(())
     }
 
-    fn on_event(&mut self, session: &mut Session, ev: Event) -> Result<(), DriverError> {
+    fn on_event(&mut self, session: &mut Session, transport: &Transport, ev: Event) -> Result<(), DriverError> {
         match ev {
             Event::Connected { ipv4, ipv6, mtu, version } => {
                 let alloc = Allocation { ipv4, ipv6, mtu, version };
                 tracing::info!(%ipv4, %ipv6, version, "reconnected to {}", self.exit);
-                let new_mtu = self.cfg.mtu_override.unwrap_or(mtu.unwrap_or(V9_MTU));
+                let new_mtu = self.cfg.mtu_override.unwrap_or(mtu.unwrap_or(Allocation::V9_MTU));
                 if new_mtu != self.mtu {
                     tun::set_mtu(&self.cfg.tun, new_mtu)?;
                     self.pipe.set_mtu(new_mtu);
@@ -346,13 +344,26 @@ impl Running<'_> {
                 self.alloc = None;
                 self.since = None;
                 self.reconnects += 1;
-                *session = Session::new(session_config(), Instant::now().into_std());
+                *session = Session::new(link::session_config(transport, self.max_version), Instant::now().into_std());
             }
         }
         Ok(())
     }
 
-    fn write_status(&self, state: &str, session: &Session, transport: &UdpTransport) {
+    /// Keeps the transport's peers outside the tunnel when they change (a new mixnet entry
+    /// gateway): rules for new peers first, then the old ones go.
+    fn sync_bypass(&mut self, transport: &Transport) -> Result<(), DriverError> {
+        let now = transport.bypass_addrs();
+        if now.is_empty() || now == self.bypass {
+            return Ok(());
+        }
+        tracing::info!(old = ?self.bypass, new = ?now, "transport peers changed; updating bypass rules");
+        self.host.sync_bypass(&self.bypass, &now)?;
+        self.bypass = now;
+        Ok(())
+    }
+
+    fn write_status(&self, state: &str, session: &Session, transport: &Transport) {
         let counters = serde_json::json!({
             "pipeline": self.pipe.stats(),
             "session": session.stats(),

@@ -25,6 +25,9 @@ pub mod cli;
 pub mod driver;
 pub mod exit;
 pub mod ipr;
+pub mod link;
 pub mod pipeline;
 pub mod system;
 pub mod transport;
+
+pub use transport::IprAddr;

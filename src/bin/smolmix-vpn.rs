@@ -9,10 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use smolmix::cli::{Cli, Command, OnOff, UpArgs};
-use smolmix::driver::{self, UpConfig};
+use smolmix::cli::{Cli, Command, DirectoryArgs, OnOff, TrafficProfile, UpArgs};
+use smolmix::driver::{self, MixnetSettings, UpConfig};
 use smolmix::system::{self, host, journal, status};
-use smolmix::transport::IprAddr;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,6 +20,7 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd_up(args, &cli.run_dir),
         Command::Down => cmd_down(&cli.run_dir),
         Command::Status { json } => cmd_status(&cli.run_dir, json),
+        Command::Exits { json, directory } => cmd_exits(json, directory),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,11 +32,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // Our own warnings by default, only errors from dependencies: the SDK warns about things
+    // (DNS fallbacks, retries) that our own error line already explains.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+        0 => "error,smolmix=warn,smolmix_vpn=warn",
+        1 => "warn,smolmix=info,smolmix_vpn=info",
+        2 => "info,smolmix=debug,smolmix_vpn=debug",
+        _ => "debug,smolmix=trace,smolmix_vpn=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -47,12 +49,6 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
     args.validate()?;
     if !system::has_net_admin() {
         bail!("`smolmix-vpn up` changes interfaces and routes and needs root (or CAP_NET_ADMIN): run it with sudo");
-    }
-    let Some(ipr) = args.ipr.clone() else {
-        bail!("no exit given: pass --ipr udp://HOST:PORT (a local smolmix-exit) or --ipr <nym address>");
-    };
-    if matches!(ipr, IprAddr::Nym(_)) {
-        bail!("Nym mixnet exits are not supported by this build yet; use --ipr udp://HOST:PORT with smolmix-exit");
     }
     if !args.dns.is_empty() {
         bail!("--dns is not supported yet: query a server through the tunnel directly, or pass --no-dns");
@@ -67,7 +63,13 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
         }
     }
     let cfg = UpConfig {
-        ipr,
+        ipr: args.ipr.clone(),
+        mixnet: MixnetSettings {
+            fast: args.traffic == TrafficProfile::Fast,
+            reply_surbs: args.surbs,
+            identity_dir: args.identity_dir.clone(),
+            nym_api: args.directory.nym_api.clone(),
+        },
         tun: args.tun.clone(),
         mtu_override: args.mtu,
         routes: args.effective_routes(),
@@ -93,6 +95,29 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
         .await
         .context("smolmix-vpn up")
     })
+}
+
+#[cfg(feature = "mixnet")]
+fn cmd_exits(json: bool, directory: DirectoryArgs) -> Result<()> {
+    let opts = driver::mixnet_options(&MixnetSettings { nym_api: directory.nym_api, ..Default::default() });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
+    let exits = rt.block_on(smolmix::transport::mixnet::list_exits(&opts)).context("smolmix-vpn exits")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&exits)?);
+        return Ok(());
+    }
+    println!("{:<5} {:<9} {:<5} ADDRESS", "PERF", "VERSION", "IPR");
+    for e in &exits {
+        let proto = e.ipr_protocol.map_or("-".to_string(), |v| format!("v{v}"));
+        println!("{:>4.0}% {:<9} {:<5} {}", e.performance * 100.0, e.version, proto, e.address);
+    }
+    eprintln!("{} IPR exits", exits.len());
+    Ok(())
+}
+
+#[cfg(not(feature = "mixnet"))]
+fn cmd_exits(_json: bool, _directory: DirectoryArgs) -> Result<()> {
+    bail!("this build has no Nym mixnet support (cargo feature `mixnet`)")
 }
 
 fn cmd_down(run_dir: &Path) -> Result<()> {

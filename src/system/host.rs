@@ -5,6 +5,7 @@
 //! step by hand from the journal. The few dozen commands of one `up` cost milliseconds.
 
 use std::ffi::OsStr;
+use std::net::IpAddr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -89,10 +90,7 @@ impl Host {
             self.ip(&spec, &undo)?;
         }
         for addr in &plan.bypass {
-            let c = Cidr::host(*addr);
-            let pref = RULE_PREF_BYPASS.to_string();
-            let rule = strings(&[c.family_flag(), "rule", "add", "to", &c.to_string(), "lookup", "main", "pref", &pref]);
-            self.ip(&rule, &del_rule(&rule))?;
+            self.add_bypass(*addr)?;
         }
         let pref = RULE_PREF_TABLE.to_string();
         for (flag, wanted) in [("-4", plan.has_v4()), ("-6", plan.has_v6())] {
@@ -104,12 +102,39 @@ impl Host {
         Ok(())
     }
 
+    /// `to <addr> lookup main`, ahead of our table: the transport's own traffic stays outside.
+    fn add_bypass(&mut self, addr: IpAddr) -> Result<(), HostError> {
+        let rule = bypass_rule(addr, "add");
+        self.ip(&rule, &del_rule(&rule))
+    }
+
+    /// Replaces the bypass rules for `old` peers by rules for `new` ones. New rules go in first
+    /// so the transport is never routed into its own tunnel in between.
+    pub fn sync_bypass(&mut self, old: &[IpAddr], new: &[IpAddr]) -> Result<(), HostError> {
+        for a in new.iter().filter(|a| !old.contains(a)) {
+            self.add_bypass(*a)?;
+        }
+        for a in old.iter().filter(|a| !new.contains(a)) {
+            // Its undo stays in the journal; undoing a rule already gone is harmless.
+            if let Err(e) = run("ip", &bypass_rule(*a, "del")) {
+                tracing::debug!(%e, "old bypass rule");
+            }
+        }
+        Ok(())
+    }
+
     /// Undoes everything recorded, newest first, and removes the journal.
     pub fn rollback(self) -> Vec<String> {
         let run_dir = self.run_dir.clone();
         drop(self.journal);
         recover(&run_dir)
     }
+}
+
+fn bypass_rule(addr: IpAddr, verb: &str) -> Vec<String> {
+    let c = Cidr::host(addr);
+    let pref = RULE_PREF_BYPASS.to_string();
+    strings(&[c.family_flag(), "rule", verb, "to", &c.to_string(), "lookup", "main", "pref", &pref])
 }
 
 fn strings(parts: &[&str]) -> Vec<String> {

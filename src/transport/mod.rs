@@ -5,13 +5,100 @@
 //! transport must preserve them.
 //!
 //! - [`udp`]: one UDP datagram per message, to a local `smolmix-exit`.
+//! - `mixnet` (feature `mixnet`): one Nym message per message, through a `MixnetClient` in
+//!   message mode; the only module that imports `nym_sdk`.
+//!
+//! [`Transport`] is the closed set of them; an enum rather than a trait object because the
+//! driver awaits `recv`/`send` in a `select!` loop and both variants are known at compile time.
 
 use std::fmt;
+use std::io;
+use std::net::IpAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
+#[cfg(feature = "mixnet")]
+pub mod mixnet;
 pub mod udp;
 
 pub use udp::UdpTransport;
+
+/// A transport towards one IPR exit.
+#[derive(Debug)]
+pub enum Transport {
+    Udp(UdpTransport),
+    #[cfg(feature = "mixnet")]
+    Mixnet(mixnet::MixnetTransport),
+}
+
+impl Transport {
+    /// Waits for one whole message from the exit; returns its length in `buf`.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Udp(t) => t.recv(buf).await,
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.recv(buf).await,
+        }
+    }
+
+    /// One more message if one is already queued (`WouldBlock` otherwise).
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Udp(t) => t.try_recv(buf),
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.try_recv(buf),
+        }
+    }
+
+    /// Sends one message; failures are counted by the transport, never fatal.
+    pub async fn send(&mut self, msg: &[u8]) {
+        match self {
+            Transport::Udp(t) => t.send(msg).await,
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.send(msg).await,
+        }
+    }
+
+    /// Addresses this transport itself talks to (the local exit, or the mixnet entry
+    /// gateway). Full-tunnel routing must keep them outside the tunnel; they may change over
+    /// the transport's life (a new gateway), so the driver asks again periodically.
+    pub fn bypass_addrs(&self) -> Vec<IpAddr> {
+        match self {
+            Transport::Udp(t) => vec![t.peer().ip()],
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.bypass_addrs(),
+        }
+    }
+
+    /// Connect timeouts (v10 attempt, v9 attempt) that suit this transport's round trip.
+    pub fn connect_timeouts(&self) -> (Duration, Duration) {
+        match self {
+            // A local exit answers in milliseconds: report an absent one within 15 s.
+            Transport::Udp(_) => (Duration::from_secs(5), Duration::from_secs(10)),
+            // IpMixStream's values (ipr-protocol.md §3.5): mixnet round trips take seconds.
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(_) => (Duration::from_secs(15), Duration::from_secs(60)),
+        }
+    }
+
+    /// Ends the transport cleanly (the mixnet client says goodbye to its gateway).
+    pub async fn shutdown(self) {
+        match self {
+            Transport::Udp(_) => {}
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.shutdown().await,
+        }
+    }
+
+    /// Counters, for the status file.
+    pub fn stats(&self) -> serde_json::Value {
+        match self {
+            Transport::Udp(t) => serde_json::to_value(t.stats()).unwrap_or_default(),
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => serde_json::to_value(t.stats()).unwrap_or_default(),
+        }
+    }
+}
 
 /// Where the IPR exit is: a Nym address, or `udp://HOST:PORT` for a local `smolmix-exit`.
 #[derive(Debug, Clone, PartialEq, Eq)]

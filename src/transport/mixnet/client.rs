@@ -1,0 +1,395 @@
+//! [`MixnetTransport`]: a `MixnetClient` in message mode behind the transport contract.
+//!
+//! Uplink: [`MixnetTransport::send`] wraps the session's bytes in
+//! `InputMessage::new_anonymous(ipr, bytes, reply_surbs, TransmissionLane::General, None)` and
+//! hands it to the client's input channel (a clone from `split_sender`). The SDK API takes an
+//! owned `Vec`, so this is the one copy per message on this side. Retransmission is the SDK
+//! default (unlimited, ack-driven, ipr-protocol.md §4.6): uplink is reliable but may be late.
+//!
+//! Downlink: a task owns the client and moves each `ReconstructedMessage.message` (already an
+//! owned `Vec`, no copy) into a bounded queue of [`RECV_QUEUE`] messages; full → drop + count.
+//! Everything is passed up, including non-LP junk (the session counts it). [`RecvQueue`] copies
+//! one message into the caller's buffer; one that does not fit is dropped and counted. The
+//! same task refreshes the entry gateway's addresses (see [`super::gateway`]) and, when the
+//! transport is shut down or dropped, disconnects the client.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nym_sdk::mixnet::{
+    InputMessage, MixnetClientBuilder, MixnetClientSender, MixnetClientStorage, MixnetMessageSender, Recipient,
+    StoragePaths, TransmissionLane,
+};
+use nym_sdk::ShutdownTracker;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::discovery::{lookup_protocol, unreachable};
+use super::gateway::{GatewayWatch, TOPOLOGY_REFRESH};
+use super::{error_chain, parse_recipient, MixnetClient, MixnetError, MixnetOptions};
+
+/// Downlink messages buffered between the client and the driver: ~1 s of a saturated
+/// downlink at 4 000 messages/s, far beyond what SURB supply allows (performance.md §1.6).
+pub const RECV_QUEUE: usize = 4096;
+/// `disconnect` may wait 2 s for a remember-me message plus task shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Counters, for `status --json`.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct MixnetStats {
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    /// Messages the SDK refused (its input channel is closed: the client has stopped).
+    pub send_errors: u64,
+    /// Downlink messages dropped because the receive queue was full.
+    pub recv_queue_drops: u64,
+    /// Downlink messages dropped because they did not fit the caller's buffer.
+    pub oversize_drops: u64,
+    /// Reply SURBs attached to each message (not a counter; reported so status shows it).
+    pub reply_surbs_per_message: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+    send_errors: AtomicU64,
+    recv_queue_drops: AtomicU64,
+    oversize_drops: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self, reply_surbs: u32) -> MixnetStats {
+        MixnetStats {
+            messages_in: self.messages_in.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            recv_queue_drops: self.recv_queue_drops.load(Relaxed),
+            oversize_drops: self.oversize_drops.load(Relaxed),
+            reply_surbs_per_message: u64::from(reply_surbs),
+        }
+    }
+}
+
+/// The receiving end of the bounded downlink queue.
+#[derive(Debug)]
+pub struct RecvQueue {
+    rx: mpsc::Receiver<Vec<u8>>,
+    counters: Arc<Counters>,
+}
+
+/// The task side: offers one reconstructed message; a full queue drops it.
+pub fn offer(tx: &mpsc::Sender<Vec<u8>>, msg: Vec<u8>, counters: &Counters) {
+    match tx.try_send(msg) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(m)) => {
+            counters.recv_queue_drops.fetch_add(1, Relaxed);
+            tracing::trace!(len = m.len(), "mixnet receive queue full, message dropped");
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+impl RecvQueue {
+    pub fn new(capacity: usize, counters: Arc<Counters>) -> (mpsc::Sender<Vec<u8>>, RecvQueue) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (tx, RecvQueue { rx, counters })
+    }
+
+    /// Waits for one message that fits `buf`. Cancel safe: a message is either returned or
+    /// deliberately dropped, never lost half-way.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(msg) = self.rx.recv().await else { return Err(stopped()) };
+            if let Some(n) = self.deliver(&msg, buf) {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// One more message if one is queued, `WouldBlock` otherwise.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(msg) => {
+                    if let Some(n) = self.deliver(&msg, buf) {
+                        return Ok(n);
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return Err(io::ErrorKind::WouldBlock.into()),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(stopped()),
+            }
+        }
+    }
+
+    fn deliver(&self, msg: &[u8], buf: &mut [u8]) -> Option<usize> {
+        let Some(dst) = buf.get_mut(..msg.len()) else {
+            self.counters.oversize_drops.fetch_add(1, Relaxed);
+            tracing::trace!(len = msg.len(), cap = buf.len(), "mixnet message larger than the buffer, dropped");
+            return None;
+        };
+        dst.copy_from_slice(msg);
+        self.counters.messages_in.fetch_add(1, Relaxed);
+        self.counters.bytes_in.fetch_add(msg.len() as u64, Relaxed);
+        Some(msg.len())
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the Nym mixnet client has stopped")
+}
+
+/// The uplink message for `msg`: anonymous (our address stays hidden from the IPR), with
+/// `reply_surbs` SURBs for its answers, on the general lane, default packet type.
+pub(crate) fn input_message(ipr: Recipient, msg: &[u8], reply_surbs: u32) -> InputMessage {
+    InputMessage::new_anonymous(ipr, msg.to_vec(), reply_surbs, TransmissionLane::General, None)
+}
+
+pub struct MixnetTransport {
+    sender: MixnetClientSender,
+    ipr: Recipient,
+    reply_surbs: u32,
+    queue: RecvQueue,
+    counters: Arc<Counters>,
+    gateway: Arc<GatewayWatch>,
+    version_hint: Option<u8>,
+    nym_address: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MixnetTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MixnetTransport")
+            .field("nym_address", &self.nym_address)
+            .field("ipr", &self.ipr.to_string())
+            .field("reply_surbs", &self.reply_surbs)
+            .field("ipr_version_hint", &self.version_hint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MixnetTransport {
+    /// Looks up the exit in the directory (its protocol version; this also proves the
+    /// directory is reachable, within `directory_timeout`), then builds and connects our own
+    /// client: ephemeral or persistent storage, `DebugConfig` from the traffic profile.
+    pub async fn connect(ipr: &str, opts: &MixnetOptions) -> Result<Self, MixnetError> {
+        let recipient = parse_recipient(ipr)?;
+        let hint = lookup_protocol(opts, recipient.gateway()).await?;
+        let gateway = Arc::new(GatewayWatch::default());
+        let tracker = ShutdownTracker::default();
+        let secs = opts.connect_timeout.as_secs();
+        let client = match tokio::time::timeout(opts.connect_timeout, build(opts, &gateway, tracker.clone())).await {
+            Ok(r) => r?,
+            Err(_) => {
+                // Stop whatever the half-built client spawned before reporting.
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.shutdown()).await;
+                return Err(MixnetError::ConnectTimeout { secs });
+            }
+        };
+        // Learn the gateway's addresses before anyone installs routes.
+        gateway.set_fd(client.gateway_connection().gateway_ws_fd);
+        gateway.refresh(&client).await;
+        tracing::info!(nym_address = %client.nym_address(), ipr = %recipient, ?hint, "connected to the Nym mixnet");
+        Self::start(client, recipient, opts.reply_surbs, hint, gateway)
+    }
+
+    /// Wraps a caller-built client (`Tunnel::from_client`). Needs a tokio runtime. The client
+    /// must still be in message mode (no `open_stream`/`listener` call: those switch it to
+    /// stream mode for good and `recv` would report it stopped). The exit's protocol version is
+    /// unknown here (no directory), so `ipr_version_hint` is `None`; the session probes v10→v9.
+    pub fn from_client(client: MixnetClient, ipr: &str, reply_surbs: u32) -> Result<Self, MixnetError> {
+        let recipient = parse_recipient(ipr)?;
+        let gateway = Arc::new(GatewayWatch::default());
+        gateway.set_fd(client.gateway_connection().gateway_ws_fd);
+        Self::start(client, recipient, reply_surbs, None, gateway)
+    }
+
+    fn start(
+        client: MixnetClient,
+        ipr: Recipient,
+        reply_surbs: u32,
+        version_hint: Option<u8>,
+        gateway: Arc<GatewayWatch>,
+    ) -> Result<Self, MixnetError> {
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| MixnetError::Client("a tokio runtime is needed to run the mixnet client".into()))?;
+        let counters = Arc::new(Counters::default());
+        let (tx, queue) = RecvQueue::new(RECV_QUEUE, counters.clone());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let sender = client.split_sender();
+        let nym_address = client.nym_address().to_string();
+        let task = rt.spawn(pump(client, tx, counters.clone(), gateway.clone(), stop_rx));
+        Ok(MixnetTransport {
+            sender,
+            ipr,
+            reply_surbs,
+            queue,
+            counters,
+            gateway,
+            version_hint,
+            nym_address,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.queue.recv(buf).await
+    }
+
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.queue.try_recv(buf)
+    }
+
+    /// Sends one message; a failure is counted and logged, never returned (the session
+    /// notices a dead exit; a stopped client also ends `recv`).
+    pub async fn send(&mut self, msg: &[u8]) {
+        match self.sender.send(input_message(self.ipr, msg, self.reply_surbs)).await {
+            Ok(()) => {
+                self.counters.messages_out.fetch_add(1, Relaxed);
+                self.counters.bytes_out.fetch_add(msg.len() as u64, Relaxed);
+            }
+            Err(e) => {
+                self.counters.send_errors.fetch_add(1, Relaxed);
+                tracing::debug!(e = %error_chain(&e), "mixnet send failed");
+            }
+        }
+    }
+
+    /// The entry gateway's address(es), to keep outside a full tunnel; see [`super::gateway`].
+    pub fn bypass_addrs(&self) -> Vec<IpAddr> {
+        self.gateway.addrs()
+    }
+
+    pub fn stats(&self) -> MixnetStats {
+        self.counters.snapshot(self.reply_surbs)
+    }
+
+    /// 10 or 9 if the directory told us the exit's release at connect time.
+    pub fn ipr_version_hint(&self) -> Option<u8> {
+        self.version_hint
+    }
+
+    /// Our own Nym address (ephemeral unless a storage directory was given).
+    pub fn nym_address(&self) -> &str {
+        &self.nym_address
+    }
+
+    /// Stops the receive task and disconnects the client (bounded wait).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("mixnet client did not stop within {} s", SHUTDOWN_GRACE.as_secs());
+            }
+        }
+    }
+}
+
+/// Builds and connects the client; storage decides the builder's type, hence the generic tail.
+async fn build(
+    opts: &MixnetOptions,
+    gateway: &Arc<GatewayWatch>,
+    tracker: ShutdownTracker,
+) -> Result<MixnetClient, MixnetError> {
+    let net = opts.network_details()?;
+    let watch = gateway.clone();
+    let on_fd: Arc<dyn Fn(std::os::fd::RawFd) + Send + Sync> = Arc::new(move |fd| watch.set_fd(Some(fd)));
+    let result = match &opts.storage_dir {
+        None => {
+            let b = MixnetClientBuilder::new_ephemeral();
+            finish(b, opts, net, tracker, on_fd).await
+        }
+        Some(dir) => {
+            let storage = |reason: String| MixnetError::Storage { path: dir.clone(), reason };
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700) // private keys live here
+                .create(dir)
+                .map_err(|e| storage(e.to_string()))?;
+            let paths = StoragePaths::new_from_dir(dir).map_err(|e| storage(error_chain(&e)))?;
+            let b = MixnetClientBuilder::new_with_default_storage(paths).await.map_err(|e| storage(error_chain(&e)))?;
+            finish(b, opts, net, tracker, on_fd).await
+        }
+    };
+    result.map_err(|e| classify(opts, e))
+}
+
+async fn finish<S>(
+    b: MixnetClientBuilder<S>,
+    opts: &MixnetOptions,
+    net: nym_sdk::NymNetworkDetails,
+    tracker: ShutdownTracker,
+    on_fd: Arc<dyn Fn(std::os::fd::RawFd) + Send + Sync>,
+) -> Result<MixnetClient, nym_sdk::Error>
+where
+    S: MixnetClientStorage + Clone + 'static,
+{
+    b.network_details(net)
+        .debug_config(opts.debug_config())
+        .custom_shutdown(tracker)
+        .with_connection_fd_callback(on_fd)
+        .build()?
+        .connect_to_mixnet()
+        .await
+}
+
+/// SDK start-up errors that come from the directory are reported as such.
+fn classify(opts: &MixnetOptions, e: nym_sdk::Error) -> MixnetError {
+    let text = error_chain(&e);
+    let lower = text.to_lowercase();
+    if ["nym api", "nym-api", "api directory", "validator", "topology"].iter().any(|k| lower.contains(k)) {
+        unreachable(opts, text)
+    } else {
+        MixnetError::Client(text)
+    }
+}
+
+/// Owns the client: downlink into the queue, gateway refresh, disconnect at the end.
+async fn pump(
+    mut client: MixnetClient,
+    tx: mpsc::Sender<Vec<u8>>,
+    counters: Arc<Counters>,
+    gateway: Arc<GatewayWatch>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut refresh = tokio::time::interval(TOPOLOGY_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            // Err too: the transport was dropped without shutdown().
+            _ = &mut stop => break,
+            batch = client.wait_for_messages() => match batch {
+                Some(msgs) => {
+                    for m in msgs {
+                        offer(&tx, m.message, &counters);
+                    }
+                }
+                None => {
+                    tracing::warn!("the Nym mixnet client stopped delivering messages");
+                    break;
+                }
+            },
+            _ = refresh.tick() => gateway.refresh(&client).await,
+        }
+    }
+    drop(tx); // recv() now reports the stop
+    client.disconnect().await;
+}
+
+#[cfg(test)]
+mod tests;

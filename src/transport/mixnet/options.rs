@@ -1,0 +1,219 @@
+//! What the user can choose about the mixnet client, and how each choice maps onto nym-sdk 1.21.6.
+//!
+//! - `traffic`: [`TrafficProfile::Default`] leaves the SDK's `DebugConfig` untouched.
+//!   [`TrafficProfile::Fast`] applies upstream's named high-traffic profile
+//!   (`Config::set_high_default_traffic_volume` in nym-client-core-config-types; performance.md
+//!   §1.4), field by field because that method lives on a config type the SDK does not expose:
+//!   - `traffic.message_sending_average_delay` 20 ms → 4 ms: the Poisson main stream ticks at
+//!     250/s instead of 50/s, so the uplink cap rises from ~75 KB/s to ~375 KB/s of IPR
+//!     payload (nym-vpn-client.md §7), at the price of more cover packets when idle;
+//!   - `traffic.average_packet_delay` 15 ms → 10 ms per mix hop (RTT ≈ 6 hops × delay, so
+//!     ~30 ms less round trip; NymVPN's tuning allows 0–200 ms);
+//!   - `cover_traffic.loop_cover_traffic_average_delay` 200 ms → 2 000 s: loop cover drops
+//!     from 5 packets/s (~96 kbit/s) to ~none ("basically don't really send cover messages").
+//!     The Poisson stream itself still emits cover when idle, so traffic stays unlinkable
+//!     in timing, only its loop-cover component goes.
+//! - `reply_surbs`: SURBs attached to *every* message (`InputMessage::new_anonymous`), default
+//!   4 instead of the SDK's 10: one v2 SURB is ~460 B, so 10 cost ~3 extra Sphinx packets per
+//!   message while 4 cost ~1 (ipr-protocol.md §4.5); the IPR asks for more when it runs low.
+//! - `storage_dir`: `None` = ephemeral keys (a new Nym address per run, the SDK default);
+//!   `Some(dir)` = `MixnetClientBuilder::new_with_default_storage` in `dir` (mode 0700): same
+//!   identity, same registered entry gateway across runs.
+//! - `nym_api_urls` + `directory_timeout`: the directory to ask and how long to wait for it.
+//!   The mainnet list is the default; other URLs replace both the nym-api list and the
+//!   legacy validator endpoints in `NymNetworkDetails` (the SDK reads both).
+//! - `connect_timeout`: cap on joining the mixnet once the directory has answered.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nym_sdk::{DebugConfig, NymNetworkDetails, ValidatorDetails};
+
+use super::MixnetError;
+
+/// Upstream's high-traffic values (nym-client-core-config-types `set_high_default_traffic_volume`).
+pub const FAST_MESSAGE_SENDING_AVERAGE_DELAY: Duration = Duration::from_millis(4);
+pub const FAST_AVERAGE_PACKET_DELAY: Duration = Duration::from_millis(10);
+pub const FAST_LOOP_COVER_AVERAGE_DELAY: Duration = Duration::from_millis(2_000_000);
+
+/// Default reply SURBs per message (issue 3 point 1; ipr-protocol.md §4.5).
+pub const DEFAULT_REPLY_SURBS: u32 = 4;
+/// The directory must answer within this, so that `up`/`exits` fail within 15 s offline.
+pub const DEFAULT_DIRECTORY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Gateway registration is one websocket handshake plus a key exchange; 30 s covers a slow
+/// gateway while still ending a hang.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Mixnet traffic profile (`--traffic default|fast`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficProfile {
+    /// The SDK's defaults: 20 ms Poisson sending, 15 ms per hop, loop cover every 200 ms.
+    #[default]
+    Default,
+    /// Upstream's high-traffic profile: 4 ms sending, 10 ms per hop, ~no loop cover.
+    Fast,
+}
+
+#[derive(Debug, Clone)]
+pub struct MixnetOptions {
+    pub traffic: TrafficProfile,
+    /// Reply SURBs sent with each message.
+    pub reply_surbs: u32,
+    /// `None`: ephemeral identity. `Some(dir)`: persistent keys and gateway registration.
+    pub storage_dir: Option<PathBuf>,
+    /// How long any directory query may take before it counts as unreachable.
+    pub directory_timeout: Duration,
+    /// nym-api base URLs, tried by the SDK's HTTP client in order. Default: mainnet's.
+    pub nym_api_urls: Vec<String>,
+    /// How long joining the mixnet may take once the directory has answered.
+    pub connect_timeout: Duration,
+}
+
+impl Default for MixnetOptions {
+    fn default() -> Self {
+        MixnetOptions {
+            traffic: TrafficProfile::Default,
+            reply_surbs: DEFAULT_REPLY_SURBS,
+            storage_dir: None,
+            directory_timeout: DEFAULT_DIRECTORY_TIMEOUT,
+            nym_api_urls: mainnet_api_urls(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// Mainnet's nym-api URLs as published in nym-network-defaults 1.21.6.
+pub fn mainnet_api_urls() -> Vec<String> {
+    NymNetworkDetails::new_mainnet().nym_api_urls().into_iter().map(|u| u.url).collect()
+}
+
+impl MixnetOptions {
+    /// The SDK `DebugConfig` for this profile (see the module doc for each knob).
+    pub(crate) fn debug_config(&self) -> DebugConfig {
+        let mut cfg = DebugConfig::default();
+        if self.traffic == TrafficProfile::Fast {
+            cfg.traffic.message_sending_average_delay = FAST_MESSAGE_SENDING_AVERAGE_DELAY;
+            cfg.traffic.average_packet_delay = FAST_AVERAGE_PACKET_DELAY;
+            cfg.cover_traffic.loop_cover_traffic_average_delay = FAST_LOOP_COVER_AVERAGE_DELAY;
+        }
+        cfg
+    }
+
+    /// The directory URLs, for error messages.
+    pub fn directory_label(&self) -> String {
+        if self.nym_api_urls.is_empty() {
+            "(no nym-api URL configured)".to_string()
+        } else {
+            self.nym_api_urls.join(", ")
+        }
+    }
+
+    /// Network details pointing every nym-api consumer of the SDK at `nym_api_urls`.
+    /// Mainnet's own list is used verbatim so that its fronting hosts are kept.
+    pub(crate) fn network_details(&self) -> Result<NymNetworkDetails, MixnetError> {
+        let mainnet = NymNetworkDetails::new_mainnet();
+        let default_urls: Vec<String> = mainnet.nym_api_urls().into_iter().map(|u| u.url).collect();
+        if self.nym_api_urls == default_urls {
+            return Ok(mainnet);
+        }
+        for u in &self.nym_api_urls {
+            if !plausible_url(u) {
+                return Err(MixnetError::BadDirectoryUrl(u.clone()));
+            }
+        }
+        if self.nym_api_urls.is_empty() {
+            return Err(MixnetError::BadDirectoryUrl(String::new()));
+        }
+        let mut net = mainnet;
+        let nyxd = net.endpoints.first().map(|e| e.nyxd_url.clone()).unwrap_or_default();
+        // The builder's gateway selection reads `endpoints[].api_url`, the base client reads
+        // `nym_api_urls`; both must point at the same place.
+        net.endpoints =
+            self.nym_api_urls.iter().map(|u| ValidatorDetails::new(nyxd.clone(), Some(u.clone()), None)).collect();
+        net.nym_api_urls = Some(api_urls(&self.nym_api_urls));
+        Ok(net)
+    }
+}
+
+/// Builds nym-network-defaults' `ApiUrl` values through their serde form: the type is not
+/// re-exported by nym-sdk and we do not depend on that crate directly.
+pub(crate) fn api_urls<T: serde::de::DeserializeOwned>(urls: &[String]) -> Vec<T> {
+    urls.iter()
+        .filter_map(|u| serde_json::from_value(serde_json::json!({ "url": u, "front_hosts": null })).ok())
+        .collect()
+}
+
+/// A cheap check before the URL reaches `ValidatorDetails::api_url()`, which panics on a
+/// malformed URL; the HTTP client still does the real parsing.
+fn plausible_url(u: &str) -> bool {
+    let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_profile_is_the_sdk_default() {
+        let o = MixnetOptions::default();
+        assert_eq!(o.debug_config(), DebugConfig::default());
+        assert_eq!(o.reply_surbs, 4);
+        assert_eq!(o.directory_timeout, Duration::from_secs(10));
+        assert!(o.storage_dir.is_none());
+    }
+
+    #[test]
+    fn fast_profile_changes_exactly_the_three_knobs() {
+        let o = MixnetOptions { traffic: TrafficProfile::Fast, ..Default::default() };
+        let cfg = o.debug_config();
+        let def = DebugConfig::default();
+        assert_eq!(cfg.traffic.message_sending_average_delay, Duration::from_millis(4));
+        assert_eq!(cfg.traffic.average_packet_delay, Duration::from_millis(10));
+        assert_eq!(cfg.cover_traffic.loop_cover_traffic_average_delay, Duration::from_secs(2000));
+        // Each is a real change from the SDK's defaults (20 ms, 15 ms, 200 ms) ...
+        assert!(cfg.traffic.message_sending_average_delay < def.traffic.message_sending_average_delay);
+        assert!(cfg.traffic.average_packet_delay < def.traffic.average_packet_delay);
+        assert!(
+            cfg.cover_traffic.loop_cover_traffic_average_delay > def.cover_traffic.loop_cover_traffic_average_delay
+        );
+        // ... and nothing else moved (Poisson stays on, retransmissions, SURB policy, topology).
+        let mut reset = cfg;
+        reset.traffic.message_sending_average_delay = def.traffic.message_sending_average_delay;
+        reset.traffic.average_packet_delay = def.traffic.average_packet_delay;
+        reset.cover_traffic.loop_cover_traffic_average_delay = def.cover_traffic.loop_cover_traffic_average_delay;
+        assert_eq!(reset, def);
+        assert!(cfg.validate());
+    }
+
+    #[test]
+    fn mainnet_urls_are_the_default_and_kept_verbatim() {
+        let o = MixnetOptions::default();
+        assert!(!o.nym_api_urls.is_empty());
+        assert!(o.nym_api_urls.iter().all(|u| u.starts_with("https://")));
+        let net = o.network_details().unwrap();
+        assert_eq!(net.nym_api_urls(), NymNetworkDetails::new_mainnet().nym_api_urls());
+    }
+
+    #[test]
+    fn custom_urls_replace_both_directory_lists() {
+        let urls = vec!["http://127.0.0.1:9/".to_string(), "http://[::1]:9/api/".to_string()];
+        let o = MixnetOptions { nym_api_urls: urls.clone(), ..Default::default() };
+        let net = o.network_details().unwrap();
+        let got: Vec<String> = net.nym_api_urls().into_iter().map(|u| u.url).collect();
+        assert_eq!(got, urls);
+        let legacy: Vec<Option<String>> = net.endpoints.iter().map(|e| e.api_url.clone()).collect();
+        assert_eq!(legacy, urls.iter().cloned().map(Some).collect::<Vec<_>>());
+        assert!(o.directory_label().contains("127.0.0.1:9"));
+    }
+
+    #[test]
+    fn malformed_urls_are_rejected_before_the_sdk_sees_them() {
+        for bad in ["", "127.0.0.1:9", "ftp://x/", "http://", "http:///x", "http://a b/"] {
+            let o = MixnetOptions { nym_api_urls: vec![bad.to_string()], ..Default::default() };
+            assert!(matches!(o.network_details(), Err(MixnetError::BadDirectoryUrl(_))), "{bad}");
+        }
+        let none = MixnetOptions { nym_api_urls: vec![], ..Default::default() };
+        assert!(none.network_details().is_err());
+    }
+}
