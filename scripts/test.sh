@@ -11,7 +11,7 @@ if [[ $(id -u) -eq 0 ]]; then scripts/deps.sh; fi
 # One profile for everything: the netns suites need an optimised client to move 20 MB and
 # 50 connections quickly, and sharing the release build means nym-sdk compiles once.
 echo "== cargo build --release"
-cargo build --release --locked --bins
+cargo build --release --locked --bins --examples
 echo "== cargo test --release"
 cargo test --release --locked 2>&1 | tee /tmp/smolmix-cargo-test.log
 status=${PIPESTATUS[0]}

@@ -29,5 +29,7 @@ pub mod link;
 pub mod pipeline;
 pub mod system;
 pub mod transport;
+pub mod tunnel;
 
 pub use transport::IprAddr;
+pub use tunnel::{TcpStream, Tunnel, TunnelBuilder, UdpSocket};
