@@ -253,8 +253,9 @@ impl Running<'_> {
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = session.poll_timeout().map(Instant::from_std);
+            // Unbiased on purpose: under a saturating upload the TUN is always readable, and a
+            // biased select would never poll the transport (ACKs, keepalive replies) or timers.
             tokio::select! {
-                biased;
                 () = &mut shutdown => return Ok(()),
                 r = self.dev.readable() => {
                     r.map_err(DriverError::TunIo)?;
