@@ -175,7 +175,19 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
                 s.allocated_ipv6.as_deref().unwrap_or("-")
             );
             println!("reconnects: {}", s.reconnects);
-            println!("counters:  {}", serde_json::to_string(&s.counters)?);
+            // Non-zero counters only, one line per stage: zeros are the normal case and noise.
+            if let Some(stages) = s.counters.as_object() {
+                for (stage, counters) in stages {
+                    let nonzero: Vec<String> = counters
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(_, v)| v.as_u64().is_some_and(|n| n != 0))
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    println!("{:<10} {}", format!("{stage}:"), nonzero.join(" "));
+                }
+            }
         }
     }
     Ok(())
