@@ -5,9 +5,17 @@
 #  smolmix-vpn up --ipr udp://..    smolmix-exit --listen 198.51.100.1    python3 http.server :80
 #  smx0 100.86.0.2, fd6d:6978::2    nymtun0 10.0.0.1/16, fc00::1/112      dnsmasq :53, udp echo :7
 #  vc 198.51.100.2/24 ───────────── ve 198.51.100.1/24
-#                                   vi 192.0.2.1/24 ───────────────────── vo 192.0.2.2/24
-#                                      2001:db8:1::1/64                      2001:db8:1::2/64
-#                                   forwarding + masquerade out of vi
+#     2001:db8:2::2/64                 2001:db8:2::1/64
+#                                   vi 192.0.2.1/24 ───────────────────── vo 192.0.2.2/24, .3, .53
+#                                      2001:db8:1::1/64                      2001:db8:1::2/64, ::3
+#                                   forwarding; masquerade of the tunnel's
+#                                   10.0.0.0/16 and fc00::/112 out of vi
+#
+# The client also reaches ns inet directly (routed by ns exit, not masqueraded), so a server
+# tells tunnelled traffic (source 192.0.2.1 / 2001:db8:1::1) from direct traffic (source
+# 198.51.100.2 / 2001:db8:2::2): that is how the split and leak checks see where a packet went.
+# `ip netns exec $c` bind-mounts /etc/netns/$c/resolv.conf (nameserver 192.0.2.2, written by
+# setup_topology) over /etc/resolv.conf, so no run can ever touch the host's resolver config.
 #
 # Only documentation ranges (RFC 5737, RFC 3849) are used, only inside namespaces this run
 # created; nothing is ever sent outside them.
@@ -41,6 +49,9 @@ n() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # setup_topology PREFIX: creates the three namespaces and links, nothing else.
 setup_topology() {
 	c="$1-client" e="$1-exit" i="$1-inet"
+	# Before the namespace exists: every `ip netns exec $c` must see its own resolv.conf.
+	mkdir -p "/etc/netns/$c"
+	printf 'nameserver 192.0.2.2\n' >"/etc/netns/$c/resolv.conf"
 	for ns in "$c" "$e" "$i"; do ip netns add "$ns"; n "$ns" ip link set lo up; done
 	ip link add vc netns "$c" type veth peer name ve netns "$e"
 	ip link add vi netns "$e" type veth peer name vo netns "$i"
@@ -50,6 +61,11 @@ setup_topology() {
 	n "$i" ip addr add 192.0.2.2/24 dev vo
 	n "$e" ip -6 addr add 2001:db8:1::1/64 dev vi nodad
 	n "$i" ip -6 addr add 2001:db8:1::2/64 dev vo nodad
+	n "$i" ip addr add 192.0.2.3/24 dev vo
+	n "$i" ip addr add 192.0.2.53/24 dev vo
+	n "$i" ip -6 addr add 2001:db8:1::3/64 dev vo nodad
+	n "$c" ip -6 addr add 2001:db8:2::2/64 dev vc nodad
+	n "$e" ip -6 addr add 2001:db8:2::1/64 dev ve nodad
 	for l in "$c vc" "$e ve" "$e vi" "$i vo"; do set -- $l; n "$1" ip link set "$2" up; done
 	# The inet host answers the exit's masqueraded traffic; it has no route to anything else.
 	n "$i" ip route add default via 192.0.2.1
@@ -57,6 +73,7 @@ setup_topology() {
 	n "$e" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 	# The client reaches the exit's transport address directly; everything else is the tunnel's.
 	n "$c" ip route add default via 198.51.100.1
+	n "$c" ip -6 route add default via 2001:db8:2::1
 }
 
 # start_exit NAME PORT [ARGS]: smolmix-exit in ns $e with its TUN and masquerade.
@@ -79,7 +96,11 @@ stop_exit() {
 setup_exit_nat() {
 	n "$e" nft -f - <<-EOF
 	table inet smxtest {
-		chain post { type nat hook postrouting priority srcnat; oifname "vi" masquerade; }
+		chain post {
+			type nat hook postrouting priority srcnat;
+			oifname "vi" ip saddr 10.0.0.0/16 masquerade
+			oifname "vi" ip6 saddr fc00::/112 masquerade
+		}
 	}
 	EOF
 }
@@ -93,13 +114,16 @@ start_inet() {
 	echo $! >"$TMP/http.pid"
 	(cd "$TMP/www" && exec ip netns exec "$i" python3 -m http.server 80 --bind 2001:db8:1::2 >"$TMP/http6.log" 2>&1) &
 	echo $! >"$TMP/http6.pid"
+	(cd "$TMP/www" && exec ip netns exec "$i" python3 -m http.server 80 --bind 2001:db8:1::3 >"$TMP/http6b.log" 2>&1) &
+	echo $! >"$TMP/http6b.pid"
 	ip netns exec "$i" dnsmasq --keep-in-foreground --no-resolv --no-hosts --user=root --bind-interfaces \
-		--listen-address=192.0.2.2 --address=/smolmix.test/192.0.2.80 --address=/smolmix.test/2001:db8:1::80 \
+		--listen-address=192.0.2.2,192.0.2.53 --address=/smolmix.test/192.0.2.80 --address=/smolmix.test/2001:db8:1::80 \
 		--pid-file="$TMP/dnsmasq.pid" --log-facility="$TMP/dnsmasq.log" --log-queries &
 	ip netns exec "$i" python3 "$(dirname "${BASH_SOURCE[0]}")/udp_echo.py" 192.0.2.2 7 >"$TMP/udpecho.log" 2>&1 &
 	echo $! >"$TMP/udpecho.pid"
 	wait_for 10 n "$i" python3 -c 'import socket; socket.create_connection(("192.0.2.2", 80), 1)'
 	wait_for 10 n "$i" python3 -c 'import socket; socket.create_connection(("2001:db8:1::2", 80), 1)'
+	wait_for 10 n "$i" python3 -c 'import socket; socket.create_connection(("2001:db8:1::3", 80), 1)'
 	wait_for 10 n "$i" dig +short +time=1 +tries=1 @192.0.2.2 smolmix.test
 }
 
@@ -140,6 +164,8 @@ cleanup_all() {
 		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid"; done
 		ip netns del "$ns"
 	done
+	[[ -n ${c:-} ]] && rm -rf "/etc/netns/$c"
+	rmdir /etc/netns 2>/dev/null
 	wait
 	[[ -n ${KEEP_TMP:-} ]] || rm -rf "$TMP"
 }

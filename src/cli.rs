@@ -4,11 +4,13 @@
 //! [`UpArgs::validate`], before the first change to the host: a typo must never leave a
 //! half-configured tunnel behind.
 
-use std::net::IpAddr;
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::system::netns;
 use crate::system::routes::Cidr;
 use crate::transport::IprAddr;
 
@@ -20,6 +22,14 @@ const IFNAMSIZ_MAX: usize = 15;
 const MIN_MTU: u16 = 1280;
 /// The IPR's bundles carry packets behind a u16 length prefix (ipr-protocol.md §2.1).
 const MAX_MTU: u16 = 65535;
+/// DNS servers when `--dns` is not given: Quad9 (no logging of client addresses, DNSSEC
+/// validating). They must be public: the IPR only forwards to global destinations
+/// (ipr-protocol.md §7), so a LAN or loopback resolver cannot be reached through the tunnel.
+pub const DEFAULT_DNS: [IpAddr; 3] = [
+    IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9)),
+    IpAddr::V4(Ipv4Addr::new(149, 112, 112, 112)),
+    IpAddr::V6(Ipv6Addr::new(0x2620, 0xfe, 0, 0, 0, 0, 0, 0xfe)),
+];
 
 #[derive(Debug, Parser)]
 #[command(name = "smolmix-vpn", version, about = "Tunnel a Linux host, or one application, through the Nym mixnet")]
@@ -48,6 +58,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command inside the namespace of `up --netns`: as the invoking user, without
+    /// capabilities, with the tunnel's DNS and no access to the host's resolver sockets.
+    Exec(ExecArgs),
     /// List IPR exits from the Nym directory: address, version, performance.
     Exits {
         /// Machine-readable output.
@@ -126,6 +139,34 @@ pub struct UpArgs {
     /// Leave DNS configuration alone.
     #[arg(long, conflicts_with = "dns")]
     pub no_dns: bool,
+
+    /// Name looked up through the tunnel after connecting, to check that DNS works.
+    #[arg(long, value_name = "NAME", default_value = "nymtech.net")]
+    pub dns_check_name: String,
+
+    /// Per-app mode: put the TUN into network namespace NAME (created if missing) and leave
+    /// the host's routes and DNS alone; start programs there with `smolmix-vpn exec`.
+    #[arg(long, value_name = "NAME", value_parser = parse_netns, conflicts_with_all = ["routes", "excludes"])]
+    pub netns: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecArgs {
+    /// Namespace of a running `up --netns` (default: the one it uses).
+    #[arg(long, value_name = "NAME", value_parser = parse_netns)]
+    pub netns: Option<String>,
+
+    /// User to run as, name or uid (default: the user who invoked sudo).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// The program and its arguments.
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+fn parse_netns(s: &str) -> Result<String, String> {
+    netns::validate_name(s).map(|()| s.to_string()).map_err(|e| e.to_string())
 }
 
 /// A semantic error in the arguments, found before anything on the host changed.
@@ -137,6 +178,10 @@ pub enum ArgError {
     ExcludeAll(Cidr),
     #[error("--route {0} is IPv6 but --ipv6 off blocks IPv6")]
     V6RouteWithV6Off(Cidr),
+    #[error("--dns {0} is IPv6 but --ipv6 off blocks IPv6")]
+    V6DnsWithV6Off(IpAddr),
+    #[error("--dns {0} is inside --exclude {1}: DNS would leave outside the tunnel")]
+    DnsExcluded(IpAddr, Cidr),
 }
 
 impl UpArgs {
@@ -157,8 +202,28 @@ impl UpArgs {
             if let Some(c) = self.routes.iter().find(|c| c.is_ipv6()) {
                 return Err(ArgError::V6RouteWithV6Off(*c));
             }
+            if let Some(d) = self.dns.iter().find(|d| d.is_ipv6()) {
+                return Err(ArgError::V6DnsWithV6Off(*d));
+            }
+        }
+        for d in self.effective_dns().unwrap_or_default() {
+            if let Some(c) = self.excludes.iter().find(|c| c.contains(d)) {
+                return Err(ArgError::DnsExcluded(d, *c));
+            }
         }
         Ok(())
+    }
+
+    /// The DNS servers to use through the tunnel; `None` with `--no-dns`. Without `--dns`,
+    /// [`DEFAULT_DNS`] (its IPv6 server only when IPv6 is on).
+    pub fn effective_dns(&self) -> Option<Vec<IpAddr>> {
+        if self.no_dns {
+            return None;
+        }
+        if !self.dns.is_empty() {
+            return Some(self.dns.clone());
+        }
+        Some(DEFAULT_DNS.into_iter().filter(|d| self.ipv6 == OnOff::On || d.is_ipv4()).collect())
     }
 
     /// The destinations to tunnel, defaulting to everything.
@@ -208,6 +273,11 @@ mod tests {
             &["up", "--ipr", "tcp://1.2.3.4:5"],
             &["up", "--dns", "1.1.1.1", "--no-dns"],
             &["up", "--surbs", "1000"],
+            &["up", "--netns", "a/b"],
+            &["up", "--netns", "app", "--route", "192.0.2.0/24"],
+            &["up", "--netns", "app", "--exclude", "192.0.2.0/24"],
+            &["exec"],
+            &["exec", "--netns", "../x", "--", "sh"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
@@ -226,5 +296,38 @@ mod tests {
             Err(ArgError::V6RouteWithV6Off(_))
         ));
         assert!(up(&["up", "--route", "192.0.2.0/24", "--exclude", "192.0.2.7/32"]).validate().is_ok());
+        assert!(matches!(
+            up(&["up", "--ipv6", "off", "--dns", "2001:db8::53"]).validate(),
+            Err(ArgError::V6DnsWithV6Off(_))
+        ));
+        assert!(matches!(
+            up(&["up", "--dns", "192.0.2.53", "--exclude", "192.0.2.0/24"]).validate(),
+            Err(ArgError::DnsExcluded(..))
+        ));
+        // The default servers are checked too: excluding Quad9 would leak every lookup.
+        assert!(matches!(up(&["up", "--exclude", "9.9.9.0/24"]).validate(), Err(ArgError::DnsExcluded(..))));
+        assert!(up(&["up", "--no-dns", "--exclude", "9.9.9.0/24"]).validate().is_ok());
+    }
+
+    #[test]
+    fn dns_defaults_follow_ipv6() {
+        assert_eq!(up(&["up"]).effective_dns().unwrap(), DEFAULT_DNS.to_vec());
+        assert!(up(&["up", "--ipv6", "off"]).effective_dns().unwrap().iter().all(IpAddr::is_ipv4));
+        assert_eq!(up(&["up", "--no-dns"]).effective_dns(), None);
+        let ip: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(up(&["up", "--dns", "192.0.2.2"]).effective_dns(), Some(vec![ip]));
+    }
+
+    #[test]
+    fn exec_takes_the_rest_verbatim() {
+        let Command::Exec(a) = parse(&["exec", "--user", "1000", "--", "curl", "-v", "--netns", "x"]).unwrap().command
+        else {
+            panic!("not exec")
+        };
+        assert_eq!(a.user.as_deref(), Some("1000"));
+        assert_eq!(a.netns, None);
+        assert_eq!(a.command, ["curl", "-v", "--netns", "x"].map(OsString::from));
+        let Command::Up(u) = parse(&["up", "--netns", "app"]).unwrap().command else { panic!("not up") };
+        assert_eq!(u.netns.as_deref(), Some("app"));
     }
 }

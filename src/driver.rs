@@ -7,9 +7,10 @@
 //! adds no latency to an idle link.
 //!
 //! ```text
-//!   connect ──▶ TUN + routes ──▶ loop { TUN → pipeline → session → transport
+//!   connect ──▶ TUN + routes + DNS ──▶ loop { TUN → pipeline → session → transport
 //!                                       transport → session → pipeline → TUN
 //!                                       timers: keepalive, dead exit → reconnect, expiry, status }
+//!   (per-app: namespace ──▶ TUN moved into it; host routes and DNS untouched)
 //!   SIGINT/SIGTERM ──▶ Disconnect to the exit ──▶ journal rolled back ──▶ exit 0
 //! ```
 
@@ -19,13 +20,18 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tun_rs::AsyncDevice;
 
 use crate::ipr::{Event, Session};
 use crate::link::{self, flush_transmit, sleep_opt, Allocation, ConnectError};
 use crate::pipeline::{self, Action, Pipeline};
+use crate::system::dns::{self, Applied, DnsError, DnsPaths};
+use crate::system::dns_check;
 use crate::system::host::{Host, HostError};
+use crate::system::netns::{self, LinkAddrs, NetnsError};
+use crate::system::resolv_conf;
 use crate::system::routes::{Cidr, RoutePlan};
 use crate::system::status::{self, Status};
 use crate::system::tun::{self, TunError, LOCAL_V4, LOCAL_V6};
@@ -63,6 +69,12 @@ pub struct UpConfig {
     pub excludes: Vec<Cidr>,
     pub ipv6: bool,
     pub run_dir: PathBuf,
+    /// DNS servers through the tunnel; `None` leaves DNS alone (`--no-dns`).
+    pub dns: Option<Vec<IpAddr>>,
+    /// The name the end-to-end DNS check asks for.
+    pub dns_check_name: String,
+    /// Per-app mode: the namespace that gets the TUN; the host's routes and DNS stay as they are.
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,18 +91,25 @@ pub enum DriverError {
     Tun(#[from] TunError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("cannot configure DNS: {0}")]
+    Dns(#[from] DnsError),
     #[error("TUN device I/O failed: {0}")]
     TunIo(std::io::Error),
+    #[error("the TUN is gone with network namespace {0} (was it deleted with `ip netns del`?)")]
+    NetnsGone(String),
     #[error("transport I/O failed: {0}")]
     TransportIo(std::io::Error),
 }
 
 /// Connects to the exit, brings the tunnel up, runs until `shutdown` resolves, and undoes every
-/// host change. `on_connected` is called once traffic can flow.
+/// host change. `report` gets the lines a user should see: `connected …` once traffic can
+/// flow, then `dns: ok …` or `warning: …` when the DNS check ends.
 pub async fn up(
     cfg: UpConfig,
     shutdown: impl Future<Output = ()>,
-    on_connected: impl FnOnce(&str),
+    mut report: impl FnMut(&str),
 ) -> Result<(), DriverError> {
     let mut shutdown = pin!(shutdown);
     let opened = tokio::select! {
@@ -110,19 +129,11 @@ pub async fn up(
 
     // 2. Host changes, each journalled before it is made.
     let mut hostc = Host::open(&cfg.run_dir)?;
-    let result = async {
-        let dev = tun::create(&mut hostc, &cfg.tun, mtu, cfg.ipv6)?;
-        let bypass = transport.bypass_addrs();
-        let full = cfg.routes.iter().any(|r| r.prefix_len() == 0);
-        if bypass.is_empty() && full {
-            return Err(DriverError::NoGatewayAddress);
-        }
-        let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6, bypass.clone());
-        hostc.install_routes(&cfg.tun, &plan)?;
-        Ok::<_, DriverError>((dev, bypass))
-    }
-    .await;
-    let (dev, bypass) = match result {
+    let result = match &cfg.netns {
+        Some(ns) => setup_netns(&cfg, &mut hostc, ns, mtu),
+        None => setup_host(&cfg, &mut hostc, &transport, mtu),
+    };
+    let Setup { dev, bypass, dns } = match result {
         Ok(v) => v,
         Err(e) => {
             for f in hostc.rollback() {
@@ -144,6 +155,7 @@ pub async fn up(
         cfg: &cfg,
         host: &mut hostc,
         bypass,
+        dns,
         max_version,
         exit: exit_name.clone(),
         dev,
@@ -153,14 +165,18 @@ pub async fn up(
         since: Some(unix_now()),
         reconnects: 0,
         tun_buf: vec![0u8; MAX_PACKET],
+        dns_check: None,
+        dns_pending: None,
     };
-    on_connected(&format!(
-        "connected to {exit_name} (IPR v{}): {} is up, mtu {mtu}, exit-allocated {} {}",
+    let place = cfg.netns.as_ref().map_or(String::new(), |ns| format!(" in namespace {ns}"));
+    report(&format!(
+        "connected to {exit_name} (IPR v{}): {}{place} is up, mtu {mtu}, exit-allocated {} {}",
         alloc.version, cfg.tun, alloc.ipv4, alloc.ipv6
     ));
+    state.dns_pending = start_dns_check(&cfg, &transport);
     state.write_status("connected", &session, &transport);
 
-    let result = state.run(&mut session, &mut transport, &mut rx, shutdown).await;
+    let result = state.run(&mut session, &mut transport, &mut rx, shutdown, &mut report).await;
 
     // 3. Clean stop: tell the exit (best effort), then undo every host change.
     session.disconnect();
@@ -172,6 +188,88 @@ pub async fn up(
     status::remove(&cfg.run_dir);
     transport.shutdown().await;
     result
+}
+
+/// What `up` set up on the host, for the loop and the status file.
+struct Setup {
+    dev: AsyncDevice,
+    /// Transport peers kept outside the tunnel by a rule.
+    bypass: Vec<IpAddr>,
+    /// How the host's resolver was pointed at the tunnel (full-tunnel mode).
+    dns: Option<Applied>,
+}
+
+/// Full or split tunnel: TUN, owned table and rules, then DNS (which needs both: resolvectl
+/// configures the TUN link, and the routes must exist before anything queries).
+fn setup_host(cfg: &UpConfig, host: &mut Host, transport: &Transport, mtu: u16) -> Result<Setup, DriverError> {
+    let dev = tun::create(host, &cfg.tun, mtu, cfg.ipv6)?;
+    let bypass = transport.bypass_addrs();
+    let full = cfg.routes.iter().any(|r| r.prefix_len() == 0);
+    if bypass.is_empty() && full {
+        return Err(DriverError::NoGatewayAddress);
+    }
+    let servers = cfg.dns.as_deref().unwrap_or_default();
+    let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6, bypass.clone()).with_dns(servers);
+    host.install_routes(&cfg.tun, &plan)?;
+    let dns = match &cfg.dns {
+        Some(servers) => Some(dns::apply(host, &DnsPaths::default(), &cfg.tun, servers)?),
+        None => None,
+    };
+    Ok(Setup { dev, bypass, dns })
+}
+
+/// Per-app mode: the namespace first (so deleting it is undone last), then the TUN, created
+/// here and moved there. The process, and so the transport's sockets, stay in the host
+/// namespace; our fd keeps reading and writing the moved TUN. Nothing in the namespace but lo
+/// and the TUN, so its programs have no other way out. DNS is `exec`'s business.
+fn setup_netns(cfg: &UpConfig, host: &mut Host, ns: &str, mtu: u16) -> Result<Setup, DriverError> {
+    netns::ensure(host, ns)?;
+    // No host-side IPv6 address: the move drops addresses, move_link sets them inside.
+    let dev = tun::create(host, &cfg.tun, mtu, false)?;
+    netns::move_link(host, &cfg.tun, ns, &LinkAddrs { v4: LOCAL_V4, v6: cfg.ipv6.then_some(LOCAL_V6) })?;
+    Ok(Setup { dev, bypass: Vec::new(), dns: None })
+}
+
+/// Starts the end-to-end lookup through the tunnel (inside the namespace in per-app mode); the
+/// receiver yields the line to report. Any well-formed reply proves the path, even NXDOMAIN.
+fn start_dns_check(cfg: &UpConfig, transport: &Transport) -> Option<oneshot::Receiver<String>> {
+    let servers = cfg.dns.clone()?;
+    let name = cfg.dns_check_name.clone();
+    // A mixnet round trip is ~0.7 s with loss to ride out; the local exit answers in ms.
+    let timeout = match transport {
+        Transport::Udp(_) => Duration::from_secs(3),
+        #[cfg(feature = "mixnet")]
+        Transport::Mixnet(_) => Duration::from_secs(10),
+    };
+    let (tx, rx) = oneshot::channel();
+    let describe = move |r: Result<Duration, dns_check::DnsCheckError>, name: &str| match r {
+        Ok(rtt) => format!("dns: ok ({name} answered through the tunnel in {} ms)", rtt.as_millis()),
+        Err(e) => format!("warning: {e}"),
+    };
+    match cfg.netns.clone() {
+        None => {
+            tokio::spawn(async move {
+                let r = dns_check::check_lookup(&servers, &name, timeout).await;
+                let _ = tx.send(describe(r, &name));
+            });
+        }
+        Some(ns) => {
+            // Sockets belong to the namespace of the thread that makes them: a thread that
+            // joined `ns`, with its own small runtime.
+            tokio::task::spawn_blocking(move || {
+                let line = netns::in_netns(&ns, move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    let r = rt.map_err(|e| e.to_string()).map(|rt| rt.block_on(dns_check::check_lookup(&servers, &name, timeout)));
+                    match r {
+                        Ok(r) => describe(r, &name),
+                        Err(e) => format!("warning: cannot run the DNS check: {e}"),
+                    }
+                });
+                let _ = tx.send(line.unwrap_or_else(|e| format!("warning: cannot run the DNS check: {e}")));
+            });
+        }
+    }
+    Some(rx)
 }
 
 /// Opens the transport `cfg` asks for; returns it, the exit's name for messages, and the
@@ -239,6 +337,11 @@ struct Running<'a> {
     since: Option<u64>,
     reconnects: u64,
     tun_buf: Vec<u8>,
+    /// How the host resolver points at the tunnel (full-tunnel mode), re-asserted each second.
+    dns: Option<Applied>,
+    /// The DNS check's outcome, once known.
+    dns_check: Option<String>,
+    dns_pending: Option<oneshot::Receiver<String>>,
 }
 
 impl Running<'_> {
@@ -248,6 +351,7 @@ impl Running<'_> {
         transport: &mut Transport,
         rx: &mut [u8],
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+        report: &mut impl FnMut(&str),
     ) -> Result<(), DriverError> {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -258,8 +362,11 @@ impl Running<'_> {
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 r = self.dev.readable() => {
-                    r.map_err(DriverError::TunIo)?;
-                    self.drain_tun(session).await?;
+                    r.map_err(|e| self.tun_error(e))?;
+                    self.drain_tun(session).await.map_err(|e| match e {
+                        DriverError::TunIo(e) => self.tun_error(e),
+                        e => e,
+                    })?;
                 }
                 r = transport.recv(rx) => {
                     let n = r.map_err(DriverError::TransportIo)?;
@@ -276,6 +383,7 @@ impl Running<'_> {
                 _ = housekeeping.tick() => {
                     self.pipe.expire(Instant::now().into_std());
                     self.sync_bypass(transport)?;
+                    self.housekeep_dns(report);
                     let state = if self.alloc.is_some() { "connected" } else { "reconnecting" };
                     self.write_status(state, session, transport);
                 }
@@ -329,7 +437,7 @@ impl Running<'_> {
                 tracing::info!(%ipv4, %ipv6, version, "reconnected to {}", self.exit);
                 let new_mtu = self.cfg.mtu_override.unwrap_or(mtu.unwrap_or(Allocation::V9_MTU));
                 if new_mtu != self.mtu {
-                    tun::set_mtu(&self.cfg.tun, new_mtu)?;
+                    tun::set_mtu(&self.cfg.tun, self.cfg.netns.as_deref(), new_mtu)?;
                     self.pipe.set_mtu(new_mtu);
                     self.mtu = new_mtu;
                 }
@@ -351,9 +459,44 @@ impl Running<'_> {
         Ok(())
     }
 
+    /// A failed TUN read; in per-app mode EBADFD means the namespace, and the TUN with it, was
+    /// deleted under us.
+    fn tun_error(&self, e: std::io::Error) -> DriverError {
+        match &self.cfg.netns {
+            Some(ns) if e.raw_os_error() == Some(nix::libc::EBADFD) => DriverError::NetnsGone(ns.clone()),
+            _ => DriverError::TunIo(e),
+        }
+    }
+
+    /// Reports the DNS check once it ends, and puts our resolv.conf back if another program
+    /// (NetworkManager after a DHCP renewal) replaced it.
+    fn housekeep_dns(&mut self, report: &mut impl FnMut(&str)) {
+        if let Some(rx) = &mut self.dns_pending {
+            match rx.try_recv() {
+                Ok(line) => {
+                    report(&line);
+                    self.dns_check = Some(line);
+                    self.dns_pending = None;
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => self.dns_pending = None,
+            }
+        }
+        if let (Some(Applied::File { path }), Some(servers)) = (&self.dns, &self.cfg.dns) {
+            if let Err(e) = resolv_conf::reassert_file(path, servers) {
+                tracing::warn!(%e, "cannot re-assert the resolver configuration");
+            }
+        }
+    }
+
     /// Keeps the transport's peers outside the tunnel when they change (a new mixnet entry
     /// gateway): rules for new peers first, then the old ones go.
+    /// Per-app mode has nothing to do: the host's routing is not ours to change, and the
+    /// transport's packets never meet the TUN's routes, which live in the other namespace.
     fn sync_bypass(&mut self, transport: &Transport) -> Result<(), DriverError> {
+        if self.cfg.netns.is_some() {
+            return Ok(());
+        }
         let now = transport.bypass_addrs();
         if now.is_empty() || now == self.bypass {
             return Ok(());
@@ -384,6 +527,15 @@ impl Running<'_> {
             connected_since: self.since,
             reconnects: self.reconnects,
             counters,
+            netns: self.cfg.netns.clone(),
+            dns: self.cfg.dns.iter().flatten().map(IpAddr::to_string).collect(),
+            dns_mode: match (&self.dns, &self.cfg.netns, &self.cfg.dns) {
+                (Some(Applied::Resolved { link }), ..) => Some(format!("systemd-resolved on {link}")),
+                (Some(Applied::File { path }), ..) => Some(format!("file {}", path.display())),
+                (None, Some(_), Some(_)) => Some("per-app (smolmix-vpn exec)".into()),
+                _ => None,
+            },
+            dns_check: self.dns_check.clone(),
         };
         if let Err(e) = status::write(&self.cfg.run_dir, &st) {
             tracing::debug!(%e, "cannot write status");

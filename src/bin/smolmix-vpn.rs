@@ -9,14 +9,21 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use smolmix::cli::{Cli, Command, DirectoryArgs, OnOff, TrafficProfile, UpArgs};
+use smolmix::cli::{Cli, Command, DirectoryArgs, ExecArgs, OnOff, TrafficProfile, UpArgs};
 use smolmix::driver::{self, MixnetSettings, UpConfig};
+use smolmix::system::exec::{self, ExecSpec};
 use smolmix::system::{self, host, journal, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
+        // Before anything else: exec forks, and must do so before any runtime thread exists.
+        Command::Exec(args) => match cmd_exec(args, &cli.run_dir) {
+            // The command's own status, as sudo and `ip netns exec` pass it through.
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
+            Err(e) => Err(e),
+        },
         Command::Up(args) => cmd_up(args, &cli.run_dir),
         Command::Down => cmd_down(&cli.run_dir),
         Command::Status { json } => cmd_status(&cli.run_dir, json),
@@ -50,9 +57,6 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
     if !system::has_net_admin() {
         bail!("`smolmix-vpn up` changes interfaces and routes and needs root (or CAP_NET_ADMIN): run it with sudo");
     }
-    if !args.dns.is_empty() {
-        bail!("--dns is not supported yet: query a server through the tunnel directly, or pass --no-dns");
-    }
     if let Some(s) = status::read(run_dir).filter(|s| s.state != "stopped") {
         bail!("smolmix-vpn is already running (pid {}, {}); run `smolmix-vpn down` first", s.pid, s.tun);
     }
@@ -76,6 +80,9 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
         excludes: args.excludes.clone(),
         ipv6: args.ipv6 == OnOff::On,
         run_dir: run_dir.to_path_buf(),
+        dns: args.effective_dns(),
+        dns_check_name: args.dns_check_name.clone(),
+        netns: args.netns.clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     rt.block_on(async {
@@ -88,13 +95,43 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
             }
         };
         driver::up(cfg, shutdown, |line| {
-            println!("{line}");
             use std::io::Write;
-            let _ = std::io::stdout().flush();
+            if line.starts_with("warning:") {
+                eprintln!("smolmix-vpn: {line}");
+            } else {
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            }
         })
         .await
         .context("smolmix-vpn up")
     })
+}
+
+/// `exec`: runs the command in the running per-app tunnel's namespace; returns its exit code.
+fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("`smolmix-vpn exec` enters a network namespace and switches user: run it with sudo");
+    }
+    let Some(st) = status::read(run_dir).filter(|s| s.state != "stopped") else {
+        bail!("no tunnel is running: start one with `sudo smolmix-vpn up --netns NAME` first");
+    };
+    let Some(ns) = st.netns else {
+        bail!("the running tunnel covers the whole host (it was not started with --netns); run the program directly");
+    };
+    if let Some(want) = args.netns.as_deref().filter(|w| *w != ns) {
+        bail!("no tunnel runs in namespace {want} (the running one uses {ns})");
+    }
+    let dns = st.dns.iter().map(|d| d.parse()).collect::<Result<Vec<_>, _>>().context("bad DNS server in the status file")?;
+    let mut command = args.command.into_iter();
+    let spec = ExecSpec {
+        netns: ns,
+        user: args.user,
+        dns,
+        program: command.next().context("no command given")?,
+        args: command.collect(),
+    };
+    exec::exec(&spec).context("smolmix-vpn exec")
 }
 
 #[cfg(feature = "mixnet")]
@@ -174,6 +211,16 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
                 s.allocated_ipv4.as_deref().unwrap_or("-"),
                 s.allocated_ipv6.as_deref().unwrap_or("-")
             );
+            if let Some(ns) = &s.netns {
+                println!("namespace: {ns} (run programs there with `smolmix-vpn exec -- CMD`)");
+            }
+            match (&s.dns_mode, s.dns.is_empty()) {
+                (Some(mode), false) => println!("dns:       {} ({mode})", s.dns.join(" ")),
+                _ => println!("dns:       left alone"),
+            }
+            if let Some(check) = &s.dns_check {
+                println!("dns check: {check}");
+            }
             println!("reconnects: {}", s.reconnects);
             // Non-zero counters only, one line per stage: zeros are the normal case and noise.
             if let Some(stages) = s.counters.as_object() {

@@ -175,13 +175,10 @@ fn apply(undo: &Undo) -> Result<(), String> {
         Undo::Ip { args } => run("ip", args).map(drop).map_err(|e| e.to_string()),
         Undo::Nft { args } => run("nft", args).map(drop).map_err(|e| e.to_string()),
         Undo::DeleteNetns { name } => run("ip", &["netns", "del", name.as_str()]).map(drop).map_err(|e| e.to_string()),
-        Undo::RestoreFile { path, backup } => {
-            if !backup.exists() {
-                return Err(format!("{}: no such backup", backup.display()));
-            }
-            // rename() replaces a symlink at `path` too, restoring exactly what was there.
-            fs::rename(backup, path).map_err(|e| format!("restore {}: {e}", path.display()))
-        }
+        // Exact, across filesystems and onto bind mounts, and only over our own file
+        // (see resolv_conf.rs).
+        Undo::RestoreFile { path, backup } => super::resolv_conf::restore_file(path, backup).map(drop),
+        Undo::Resolvectl { args } => run("resolvectl", args).map(drop).map_err(|e| e.to_string()),
         Undo::RemoveFile { path } => fs::remove_file(path).map_err(|e| format!("remove {}: {e}", path.display())),
     }
 }
@@ -192,6 +189,7 @@ fn is_already_gone(err: &str) -> bool {
         "Cannot find device",
         "No such file or directory",
         "No such process",
+        "No such device", // resolvectl revert on a TUN that is already gone
         "does not exist",
         "Cannot assign requested address",
         "no such backup",

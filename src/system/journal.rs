@@ -32,6 +32,8 @@ pub enum Undo {
     RemoveFile { path: PathBuf },
     /// Delete a network namespace we created (`ip netns del`).
     DeleteNetns { name: String },
+    /// Run `resolvectl <args>` (`revert <link>`: forget the DNS settings of our TUN).
+    Resolvectl { args: Vec<String> },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,11 +1,17 @@
-//! Everything that changes the host: TUN, routes and rules, and the journal that can undo it.
+//! Everything that changes the host: TUN, routes and rules, DNS, network namespaces, and the
+//! journal that can undo it.
 //!
 //! Nothing here knows about packets. Every change goes through [`host::Host`], which records
 //! how to undo it before making it ([`journal`]), so `smolmix-vpn down` can restore the host
 //! after a crash and `up` can start clean.
 
+pub mod dns;
+pub mod dns_check;
+pub mod exec;
 pub mod host;
 pub mod journal;
+pub mod netns;
+pub mod resolv_conf;
 pub mod routes;
 pub mod status;
 pub mod tun;

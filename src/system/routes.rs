@@ -69,6 +69,10 @@ impl Cidr {
     pub fn is_ipv6(&self) -> bool {
         self.addr.is_ipv6()
     }
+    /// Is `ip` inside this prefix (same family, same leading `len` bits)?
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Cidr::new(ip, self.len).is_some_and(|c| c.addr == self.addr)
+    }
     /// `-4` or `-6`, the family flag of iproute2.
     pub fn family_flag(&self) -> &'static str {
         if self.is_ipv6() {
@@ -149,6 +153,18 @@ impl RoutePlan {
         RoutePlan { entries, bypass }
     }
 
+    /// Adds a host route into the tunnel for each DNS server that `routes` do not cover, so a
+    /// split tunnel still sends every lookup through the tunnel rather than by `main`.
+    pub fn with_dns(mut self, servers: &[IpAddr]) -> RoutePlan {
+        for &s in servers {
+            let covered = self.entries.iter().any(|e| matches!(e, TableEntry::Tunnel(c) if c.contains(s)));
+            if !covered {
+                self.entries.push(TableEntry::Tunnel(Cidr::host(s)));
+            }
+        }
+        self
+    }
+
     /// Does any entry carry IPv6 (so we need `ip -6 rule`s)?
     pub fn has_v6(&self) -> bool {
         self.entries.iter().any(|e| match e {
@@ -179,10 +195,30 @@ mod tests {
     }
 
     #[test]
+    fn contains_matches_family_and_prefix() {
+        let c: Cidr = "192.0.2.0/24".parse().unwrap();
+        assert!(c.contains("192.0.2.255".parse().unwrap()));
+        assert!(!c.contains("192.0.3.0".parse().unwrap()));
+        assert!(!c.contains("::ffff:192.0.2.1".parse().unwrap()));
+        assert!(Cidr::ANY_V6.contains("2001:db8::1".parse().unwrap()));
+        assert!(!Cidr::ANY_V6.contains("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
     fn plan_blocks_v6_when_off() {
         let plan = RoutePlan::new(&[Cidr::ANY_V4, Cidr::ANY_V6], &[], false, vec![]);
         assert_eq!(plan.entries[1], TableEntry::Unreachable(Cidr::ANY_V6));
         assert!(plan.has_v4() && plan.has_v6());
+    }
+
+    #[test]
+    fn split_plan_routes_dns_servers_into_the_tunnel() {
+        let r: Cidr = "192.0.2.0/24".parse().unwrap();
+        let dns: [IpAddr; 2] = ["192.0.2.53".parse().unwrap(), "9.9.9.9".parse().unwrap()];
+        let plan = RoutePlan::new(&[r], &[], true, vec![]).with_dns(&dns);
+        assert_eq!(plan.entries, vec![TableEntry::Tunnel(r), TableEntry::Tunnel(Cidr::host(dns[1]))]);
+        let full = RoutePlan::new(&[Cidr::ANY_V4], &[], true, vec![]).with_dns(&dns);
+        assert_eq!(full.entries, vec![TableEntry::Tunnel(Cidr::ANY_V4)]);
     }
 
     #[test]

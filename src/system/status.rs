@@ -30,6 +30,18 @@ pub struct Status {
     pub reconnects: u64,
     /// Counters of every stage: pipeline, session, transport.
     pub counters: serde_json::Value,
+    /// Per-app mode: the network namespace that holds the TUN (`exec` runs programs there).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// DNS servers reached through the tunnel; empty with `--no-dns`.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// How DNS is configured: `resolved on smx0`, `file /etc/resolv.conf`, `exec` (per-app).
+    #[serde(default)]
+    pub dns_mode: Option<String>,
+    /// Outcome of the end-to-end lookup after connecting (`ok …` or the error).
+    #[serde(default)]
+    pub dns_check: Option<String>,
 }
 
 fn path(run_dir: &Path) -> PathBuf {

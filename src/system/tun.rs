@@ -55,7 +55,14 @@ pub fn create(host: &mut Host, name: &str, mtu: u16, ipv6: bool) -> Result<Async
     Ok(dev)
 }
 
-/// Changes the MTU of an existing TUN (after a reconnect to an exit with another MTU).
-pub fn set_mtu(name: &str, mtu: u16) -> Result<(), HostError> {
-    super::host::run("ip", &["link", "set", "dev", name, "mtu", &mtu.to_string()]).map(drop)
+/// Changes the MTU of an existing TUN (after a reconnect to an exit with another MTU); `netns`
+/// is where the TUN lives in per-app mode.
+pub fn set_mtu(name: &str, netns: Option<&str>, mtu: u16) -> Result<(), HostError> {
+    let mtu = mtu.to_string();
+    let mut args = match netns {
+        Some(ns) => vec!["-n", ns],
+        None => vec![],
+    };
+    args.extend(["link", "set", "dev", name, "mtu", &mtu]);
+    super::host::run("ip", &args).map(drop)
 }

@@ -1,0 +1,210 @@
+#!/bin/bash
+# Per-app mode: `up --netns APP` puts the TUN into namespace APP; `exec` runs programs there.
+# Nothing inside APP may reach anything except through the tunnel, and ns client (the "host"
+# here) keeps its own routing, DNS and nftables untouched.
+#
+#  ns app (created by up)      ns client ("the host")                ns exit          ns inet
+#  curl, dig, getent           smolmix-vpn up --netns app            smolmix-exit     http :80
+#  via `smolmix-vpn exec`      (its sockets stay here)               198.51.100.1     dnsmasq :53
+#  lo, smx0 ◀── TUN fd ──────  vc 198.51.100.2 ─── UDP :51820 only ─ ve · vi ───────  vo 192.0.2.2
+#                              nft: count everything else leaving vc   masquerade     sees 192.0.2.1
+#
+# Each check prints "ok N - …" or "not ok N - …"; the last line is "N passed, N failed".
+
+set -e
+exec 3>&1
+CURRENT_SUITE=perapp
+source "$(dirname "$0")/lib.sh"
+TMP=$(mktemp -d /tmp/smx-perapp.XXXXXX)
+app="smx-pa-$$" app2="smx-pb-$$"
+cleanup() { for ns in "$app" "$app2"; do ip netns del "$ns" 2>/dev/null || true; done; cleanup_all; }
+trap cleanup EXIT
+setup_topology "smx-pa-$$"
+setup_exit_nat
+start_exit nymtun0 51820
+start_inet
+PROBE=$(cd "$(dirname "$0")" && pwd)/unix_probe.py
+PY=/usr/bin/python3    # what uid 65534 can run (a pyenv shim under /root is not readable)
+
+# smolmix-vpn joins only ns client's network namespace (nsenter --net), not a mount namespace
+# of its own as under `ip netns exec`: the namespace `up --netns` creates (a mount under
+# /run/netns) must be visible to every later `exec` and `down`, as it is on a real host.
+on_client() { nsenter --net="/run/netns/$c" "$@"; }
+vpn() { on_client env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" "$@"; }
+# vx ARGS: `smolmix-vpn exec` as run under `sudo` by uid 65534 (SUDO_UID picks the user).
+vx() { on_client env SMOLMIX_RUN_DIR="$TMP/run" SUDO_UID=65534 SUDO_GID=65534 "$SMX_BIN/smolmix-vpn" exec "$@"; }
+start_app_client() {
+	: >"$TMP/client.out"
+	nsenter --net="/run/netns/$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
+	CLIENT_PID=$!
+	wait_for 30 grep -q '^connected' "$TMP/client.out" || { echo "client did not connect:" >&3; cat "$TMP/client.err" >&3; return 1; }
+}
+
+# The leak oracle: every packet leaving ns client by its physical link, except the transport
+# itself (UDP to the exit's port) and the link's own neighbour discovery / MLD chatter.
+n "$c" nft -f - <<-EOF
+table inet leak {
+	counter other {}
+	chain out {
+		type filter hook output priority 0; policy accept;
+		oifname "vc" udp dport 51820 accept
+		oifname "vc" icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report } accept
+		oifname "vc" counter name other
+	}
+}
+EOF
+leaked() { n "$c" nft list counter inet leak other | grep -o 'packets [0-9]*' | cut -d' ' -f2; }
+leak_reset() { n "$c" nft reset counter inet leak other >/dev/null; }
+
+# Everything of the host's own configuration that per-app mode must leave alone.
+host_state() {
+	n "$c" ip rule show; n "$c" ip -6 rule show
+	n "$c" ip route show table all; n "$c" ip -6 route show table all
+	n "$c" ip -o link show | cut -d' ' -f2
+	n "$c" nft -s list ruleset
+	n "$c" cat /etc/resolv.conf
+	sha256sum /etc/resolv.conf    # the real host's: up and exec run without ip netns exec's bind
+}
+t_host_same() { host_state >"$TMP/host.now" 2>&1; diff -u "$TMP/host.before" "$TMP/host.now"; }
+t_only_tun() { [[ $(ip -n "$1" -o link show | cut -d' ' -f2 | tr -d ':' | sort | tr '\n' ' ') == "lo smx0 " ]]; }
+t_only_lo() { [[ $(ip -n "$1" -o link show | cut -d' ' -f2 | tr -d ':' | tr '\n' ' ') == "lo " ]]; }
+t_status_ns() { client_status >"$TMP/st.json"; grep -q "\"netns\": \"$app\"" "$TMP/st.json" && grep -q '"192.0.2.2"' "$TMP/st.json"; }
+t_exec_no_tunnel() { ! vx -- true 2>"$TMP/notun.err" && grep -q 'no tunnel is running' "$TMP/notun.err"; }
+t_ns_routes() {
+	ip -n "$app" route show | grep -q '^default dev smx0' &&
+	ip -n "$app" -6 route show | grep -q '^default dev smx0' &&
+	[[ $(ip -n "$app" route show | wc -l) -eq 1 ]]
+}
+# last_client LOG: the client address of the newest request in an http.server log.
+last_client() { grep '"GET ' "$1" | tail -1 | cut -d' ' -f1; }
+t_in_curl() {
+	[[ $(vx -- curl -sS --max-time 10 "http://192.0.2.2/mid.bin?perapp" | sha256sum) == $(sha256sum <"$TMP/www/mid.bin") ]] &&
+	[[ $(last_client "$TMP/http.log") == 192.0.2.1 ]]
+}
+t_in_curl6() {
+	vx -- curl -sS --max-time 10 -o /dev/null "http://[2001:db8:1::2]/mid.bin?perapp6" &&
+	[[ $(last_client "$TMP/http6.log") == 2001:db8:1::1 ]]
+}
+t_in_dig() {
+	[[ $(vx -- dig +short +time=2 +tries=2 smolmix.test A) == 192.0.2.80 ]] &&
+	tail -n 3 "$TMP/dnsmasq.log" | grep 'query\[A\] smolmix.test' | tail -1 | grep -q 'from 192.0.2.1$'
+}
+t_in_getent() { vx -- getent ahostsv4 smolmix.test | grep -q '^192.0.2.80 '; }
+t_no_leak() { [[ $(leaked) -eq 0 ]]; }
+t_host_direct() {
+	n "$c" curl -sS --max-time 10 -o /dev/null "http://192.0.2.2/mid.bin?host" &&
+	[[ $(last_client "$TMP/http.log") == 198.51.100.2 ]] &&
+	n "$c" dig +short +time=2 +tries=1 @192.0.2.2 smolmix.test | grep -q 192.0.2.80 &&
+	(( $(leaked) > 0 ))
+}
+t_resolv() {
+	vx -- cat /etc/resolv.conf >"$TMP/resolv.in"
+	[[ $(grep -c '^nameserver' "$TMP/resolv.in") -eq 1 ]] && grep -q '^nameserver 192.0.2.2$' "$TMP/resolv.in"
+}
+t_priv() {
+	vx -- sh -c 'id -u; id -g; grep -E "^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):" /proc/self/status' >"$TMP/priv"
+	[[ $(sed -n 1p "$TMP/priv") == 65534 && $(sed -n 2p "$TMP/priv") == 65534 ]] &&
+	[[ $(grep -c ':[[:space:]]*0000000000000000$' "$TMP/priv") -eq 5 ]] &&
+	grep -q 'NoNewPrivs:[[:space:]]*1' "$TMP/priv"
+}
+t_refuse_root() {
+	! on_client env -u SUDO_UID -u SUDO_GID SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" exec -- true 2>"$TMP/refuse.err" &&
+	grep -q -- '--user' "$TMP/refuse.err"
+}
+t_root_nocaps() {
+	vx --user root -- sh -c 'id -u; grep ^CapEff: /proc/self/status' >"$TMP/rootcaps" &&
+	[[ $(head -1 "$TMP/rootcaps") == 0 ]] && grep -q 'CapEff:[[:space:]]*0000000000000000' "$TMP/rootcaps"
+}
+t_concurrent() {
+	# The output goes through our stdout: uid 65534 cannot write into $TMP.
+	vx -- curl -sS --max-time 10 "http://192.0.2.2/mid.bin?par1" >"$TMP/par1" & local p1=$!
+	vx -- curl -sS --max-time 10 "http://192.0.2.2/mid.bin?par2" >"$TMP/par2" & local p2=$!
+	wait $p1 && wait $p2 && cmp -s "$TMP/par1" "$TMP/www/mid.bin" && cmp -s "$TMP/par2" "$TMP/www/mid.bin"
+}
+t_exit_status() { local rc=0; vx -- sh -c 'exit 7' || rc=$?; [[ $rc -eq 7 ]]; }
+t_wrong_ns() { ! vx --netns smx-nope -- true 2>"$TMP/wrongns.err" && grep -q 'smx-nope' "$TMP/wrongns.err"; }
+# The host's resolver sockets: a private /run (so the host's is never touched) holding stand-ins
+# for nscd's socket and resolved's varlink socket. Plain `ip netns exec` reaches them (the
+# positive control); programs started by `smolmix-vpn exec` must not.
+t_resolver_sockets() {
+	on_client unshare -m --propagation private bash -s "$TMP" "$app" "$PROBE" "$SMX_BIN" "$PY" <<-'EOS' >"$TMP/sockets.out" 2>&1
+	set -e
+	T=$1 APP=$2 PROBE=$3 BIN=$4 PY=$5
+	socks="/run/systemd/resolve/io.systemd.Resolve /run/nscd/socket"
+	mkdir -p "$T/netns-keep" && mount --rbind /run/netns "$T/netns-keep"
+	mount -t tmpfs tmpfs /run
+	mkdir -p /run/netns /run/systemd/resolve /run/nscd && mount --rbind "$T/netns-keep" /run/netns
+	cp "$PROBE" /run/unix_probe.py && PROBE=/run/unix_probe.py    # readable by uid 65534
+	"$PY" "$PROBE" listen $socks >"$T/listen.out" &
+	for _ in $(seq 100); do grep -q ready "$T/listen.out" && break; sleep 0.05; done
+	echo "control:"; ip netns exec "$APP" setpriv --reuid=65534 --regid=65534 --clear-groups "$PY" "$PROBE" connect $socks
+	echo "exec:"; env SMOLMIX_RUN_DIR="$T/run" SUDO_UID=65534 SUDO_GID=65534 "$BIN/smolmix-vpn" exec -- "$PY" "$PROBE" connect $socks
+	kill %1
+	EOS
+	[[ $(sed -n '/^control:/,/^exec:/p' "$TMP/sockets.out" | grep -c ' reached$') -eq 2 ]] &&
+	[[ $(sed -n '/^exec:/,$p' "$TMP/sockets.out" | grep -c ' ENOENT$') -eq 2 ]]
+}
+t_v6_fast_fail() {
+	local t0 t1
+	t0=$(date +%s%N)
+	! vx -- curl -sS --max-time 5 -o /dev/null "http://[2001:db8:1::2]/?v6off" 2>"$TMP/v6off.err"
+	t1=$(date +%s%N)
+	(( (t1 - t0) / 1000000 < 1000 )) && ip -n "$app2" -6 route show | grep -q '^unreachable default'
+}
+t_ns_gone() { [[ ! -e /run/netns/$1 ]] && ! ip netns list | grep -q "^$1\( \|$\)"; }
+
+host_state >"$TMP/host.before" 2>&1
+
+pretty "$c" "up --netns $app"
+start_app_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2 --dns-check-name smolmix.test
+check "up says the TUN is up inside namespace $app" grep -q "smx0 in namespace $app is up" "$TMP/client.out"
+check "the DNS check passed from inside the namespace" wait_for 10 grep -q '^dns: ok' "$TMP/client.out"
+check "the namespace holds only lo and the TUN" t_only_tun "$app"
+check "its default routes (IPv4 and IPv6) go into the TUN, and there is no other route" t_ns_routes
+check "the host's rules, routes, links, nftables and resolv.conf are untouched" t_host_same
+check "status shows the namespace and its DNS" t_status_ns
+
+pretty "$app" "programs inside, started with smolmix-vpn exec"
+leak_reset
+check "exec curl: 1 MB, sha256 matches, the server sees the exit's address" t_in_curl
+check "exec curl -6: the server sees the exit's IPv6 address" t_in_curl6
+check "exec dig: answered by dnsmasq, which saw the query come from the exit" t_in_dig
+check "exec getent hosts: name lookup through nss and the tunnel" t_in_getent
+check "zero packets of the namespace's traffic on the client's physical link" t_no_leak
+check "positive control: the same curl and dig from the host go direct and the counter sees them" t_host_direct
+check "resolv.conf inside lists only the tunnel's DNS server" t_resolv
+check "resolver sockets: reachable by plain ip netns exec (control), absent under exec" t_resolver_sockets
+check "the command runs as the sudo user, with no capabilities and no_new_privs" t_priv
+check "as root without sudo, exec refuses and asks for --user" t_refuse_root
+check "--user root runs with no effective capabilities" t_root_nocaps
+check "two exec calls share the namespace at the same time" t_concurrent
+check "exec passes the command's exit status through (7)" t_exit_status
+check "exec --netns of another namespace is refused, naming it" t_wrong_ns
+
+pretty "$c" "stop"
+check "SIGTERM stops the client with exit status 0" stop_client
+check "the namespace up created is gone" t_ns_gone "$app"
+check "the host's configuration is byte-for-byte what it was" t_host_same
+check "exec without a running tunnel says so" t_exec_no_tunnel
+
+pretty "$c" "a namespace that already exists, with --ipv6 off"
+ip netns add "$app2"
+start_app_client --ipr udp://198.51.100.1:51820 --netns "$app2" --ipv6 off --dns 192.0.2.2
+check "IPv4 goes through the tunnel" vx -- curl -sS --max-time 10 -o /dev/null "http://192.0.2.2/mid.bin?v6off"
+leak_reset
+check "--ipv6 off: curl -6 inside fails in under 1 s (unreachable, not a hang)" t_v6_fast_fail
+check "--ipv6 off: nothing left by the physical link meanwhile" t_no_leak
+check "SIGTERM stops the client with exit status 0" stop_client
+check "a namespace that existed before up is kept, with only lo left in it" t_only_lo "$app2"
+check "host configuration unchanged" t_host_same
+ip netns del "$app2"
+
+pretty "$c" "crash"
+start_app_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2
+kill -9 "$CLIENT_PID"; wait "$CLIENT_PID" 2>/dev/null || true
+check "after SIGKILL the namespace is still there (positive control)" test -e "/run/netns/$app"
+check "smolmix-vpn down removes it" vpn down
+check "the namespace is gone after down" t_ns_gone "$app"
+check "host configuration unchanged after the crash and down" t_host_same
+
+finish

@@ -1,0 +1,253 @@
+//! DNS through the tunnel: who manages the resolver, and the systemd-resolved integration.
+//!
+//! Contract:
+//! - [`detect`] decides who manages `/etc/resolv.conf`. It is systemd-resolved when the file is
+//!   a symlink to `stub-resolv.conf` or `resolv.conf` in `/run/systemd/resolve` *and* resolved
+//!   answers; anything else (a plain file, a symlink to resolvconf's or NetworkManager's file,
+//!   a symlink to resolved's file while resolved is down, no file at all) is handled as a file
+//!   by [`super::resolv_conf`].
+//! - [`apply`] configures that manager, journalling the undo through [`Host`] *before* each
+//!   change, so [`super::host::recover`] restores the host after a crash as after a clean stop.
+//! - resolved mode only touches the TUN link: its servers, the routing domain `~.`,
+//!   default-route, and LLMNR/mDNS off. Other links are left as they are. Undo: `resolvectl
+//!   revert <tun>` (deleting the TUN also makes resolved forget it; the revert covers a TUN
+//!   that outlives us).
+//!
+//! Why `~.` sends every query to the tunnel's servers: resolved routes a query to the links
+//! whose routing or search domains are a suffix of the name, the longest match winning, and
+//! only when *no* link matches does it fall back to all links with default-route set
+//! (systemd-resolved.service(8), "Protocols and Routing"). `~.` is the root as a routing-only
+//! domain: it matches every name, so the fallback never happens and the physical links'
+//! servers are never asked. The exception is a name under a longer domain that another link
+//! claims (a corporate VPN's `~corp.example`, a DHCP search domain `lan`): that link still
+//! wins for those names, so the leak test must not configure such a domain on the physical
+//! link, and `status` should print them. resolved binds its upstream sockets to the link's
+//! ifindex, so the queries leave by the TUN whatever the routing table says, also in split
+//! mode. `default-route true` is what resolved would infer from `~.` anyway; setting it keeps
+//! older versions (< 240 has no default-route, and fails the call: we report that) explicit.
+//!
+//! Not here: the firewall that drops port 53 not sent into the tunnel (the kill switch's job,
+//! reliability.md §1.7) and the per-namespace resolv.conf of `exec` (issue 4, point 1).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+
+use super::host::{run, Host, HostError};
+use super::journal::Undo;
+use super::resolv_conf::{apply_file, BACKUP_NAME};
+
+/// Where the resolver configuration lives; injectable so tests run in a temp dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPaths {
+    pub resolv_conf: PathBuf,
+    pub resolved_stub_dir: PathBuf,
+}
+
+impl Default for DnsPaths {
+    fn default() -> Self {
+        DnsPaths {
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            resolved_stub_dir: PathBuf::from("/run/systemd/resolve"),
+        }
+    }
+}
+
+/// Who manages the resolver configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manager {
+    /// systemd-resolved: configure the TUN link with resolvectl.
+    Resolved,
+    /// A regular file at the path.
+    File,
+    /// A symlink to something resolved does not own (resolvconf, NetworkManager, a dead link).
+    Symlink(PathBuf),
+    /// No resolv.conf at all (glibc then asks 127.0.0.1).
+    Missing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("no DNS servers given; pass --dns IP or --no-dns")]
+    NoServers,
+    #[error("{0} exists: a previous run was not cleaned up; run `smolmix-vpn down` first")]
+    StaleBackup(PathBuf),
+    #[error("{0} is neither a file nor a symlink; refusing to replace it")]
+    NotAFile(PathBuf),
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+}
+
+/// Decides who manages `paths.resolv_conf`. `resolved_up` is asked only when the file points at
+/// resolved's directory (so plain-file hosts never spawn `resolvectl`).
+pub fn detect(paths: &DnsPaths, resolved_up: impl FnOnce() -> bool) -> Manager {
+    let Ok(meta) = fs::symlink_metadata(&paths.resolv_conf) else { return Manager::Missing };
+    if !meta.file_type().is_symlink() {
+        return Manager::File;
+    }
+    let Ok(target) = fs::read_link(&paths.resolv_conf) else { return Manager::Missing };
+    if points_into_resolved(&paths.resolv_conf, &target, &paths.resolved_stub_dir) && resolved_up() {
+        Manager::Resolved
+    } else {
+        Manager::Symlink(target)
+    }
+}
+
+/// Is the link target one of resolved's two files? Compared lexically first (relative links
+/// like `../run/systemd/resolve/stub-resolv.conf` are common), then through `canonicalize`, so
+/// `/var/run -> /run` style indirections match too.
+fn points_into_resolved(link: &Path, target: &Path, stub_dir: &Path) -> bool {
+    let name_ok = matches!(target.file_name().and_then(OsStr::to_str), Some("stub-resolv.conf" | "resolv.conf"));
+    let base = link.parent().unwrap_or(Path::new("/"));
+    let abs = normalize(&base.join(target));
+    let Some(dir) = abs.parent() else { return false };
+    if !name_ok {
+        return false;
+    }
+    if dir == normalize(stub_dir) {
+        return true;
+    }
+    matches!((fs::canonicalize(dir), fs::canonicalize(stub_dir)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Lexical `.`/`..` removal (symlinks inside are not followed; that is `canonicalize`'s job).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Is systemd-resolved running? `resolvectl status` talks to org.freedesktop.resolve1 and fails
+/// when nobody owns that name; a missing `resolvectl` is "no" too.
+pub fn resolved_is_up() -> bool {
+    run("resolvectl", &["--no-pager", "status"]).is_ok()
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Resolved { link: String },
+    File { path: PathBuf },
+}
+
+/// Points the host's resolver at `servers` through the TUN `tun`, journalled in `host`.
+pub fn apply(host: &mut Host, paths: &DnsPaths, tun: &str, servers: &[IpAddr]) -> Result<Applied, DnsError> {
+    if servers.is_empty() {
+        return Err(DnsError::NoServers);
+    }
+    match detect(paths, resolved_is_up) {
+        Manager::Resolved => apply_resolved(host, tun, servers),
+        manager => {
+            tracing::debug!(?manager, "resolv.conf is not managed by systemd-resolved");
+            let backup = host.run_dir().join(BACKUP_NAME);
+            apply_file(host, &paths.resolv_conf, &backup, servers)
+        }
+    }
+}
+
+/// The resolvectl calls for the TUN link, in order; the undo is `resolvectl revert <tun>`.
+pub fn resolved_commands(tun: &str, servers: &[IpAddr]) -> Vec<Vec<String>> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut dns = s(&["dns", tun]);
+    dns.extend(servers.iter().map(IpAddr::to_string));
+    vec![
+        dns,
+        s(&["domain", tun, "~."]),
+        s(&["default-route", tun, "true"]),
+        // LLMNR/mDNS on the TUN would multicast host names to the exit; they are useless there.
+        s(&["llmnr", tun, "no"]),
+        s(&["mdns", tun, "no"]),
+    ]
+}
+
+fn apply_resolved(host: &mut Host, tun: &str, servers: &[IpAddr]) -> Result<Applied, DnsError> {
+    // Deleting the TUN also makes resolved forget the link; the revert covers a TUN that stays.
+    host.record(Undo::Resolvectl { args: vec!["revert".into(), tun.into()] })?;
+    for args in resolved_commands(tun, servers) {
+        run("resolvectl", &args)?;
+    }
+    // Answers cached from the physical link's servers would otherwise be served for a while.
+    if let Err(e) = run("resolvectl", &["flush-caches"]) {
+        tracing::debug!(%e, "flush-caches");
+    }
+    Ok(Applied::Resolved { link: tun.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree(tag: &str) -> (PathBuf, DnsPaths) {
+        let root = std::env::temp_dir().join(format!("smolmix-dns-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for d in ["etc", "run/systemd/resolve", "run/smolmix-vpn"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let paths = DnsPaths {
+            resolv_conf: root.join("etc/resolv.conf"),
+            resolved_stub_dir: root.join("run/systemd/resolve"),
+        };
+        (root, paths)
+    }
+
+    fn ips(v: &[&str]) -> Vec<IpAddr> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn detects_the_manager() {
+        let (root, p) = tree("detect");
+        let never = || -> bool { panic!("resolved must not be probed for this file") };
+        assert_eq!(detect(&p, never), Manager::Missing);
+        fs::write(&p.resolv_conf, "nameserver 192.0.2.1\n").unwrap();
+        assert_eq!(detect(&p, never), Manager::File);
+
+        fs::remove_file(&p.resolv_conf).unwrap();
+        let rel = PathBuf::from("../run/systemd/resolve/stub-resolv.conf");
+        symlink(&rel, &p.resolv_conf).unwrap();
+        assert_eq!(detect(&p, || true), Manager::Resolved);
+        // resolved down: its file is just a file someone else wrote; replace the link.
+        assert_eq!(detect(&p, || false), Manager::Symlink(rel));
+
+        fs::remove_file(&p.resolv_conf).unwrap();
+        symlink(p.resolved_stub_dir.join("resolv.conf"), &p.resolv_conf).unwrap();
+        assert_eq!(detect(&p, || true), Manager::Resolved);
+
+        // An indirection (/var/run -> /run) only matches through canonicalize.
+        fs::create_dir_all(root.join("var")).unwrap();
+        symlink("../run", root.join("var/run")).unwrap();
+        fs::remove_file(&p.resolv_conf).unwrap();
+        symlink(root.join("var/run/systemd/resolve/stub-resolv.conf"), &p.resolv_conf).unwrap();
+        assert_eq!(detect(&p, || true), Manager::Resolved);
+
+        for other in ["../run/NetworkManager/resolv.conf", "../run/resolvconf/resolv.conf", "../run/systemd/resolve/other.conf"] {
+            fs::remove_file(&p.resolv_conf).unwrap();
+            symlink(other, &p.resolv_conf).unwrap();
+            assert_eq!(detect(&p, never), Manager::Symlink(other.into()), "{other}");
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+
+    #[test]
+    fn resolved_commands_route_everything_to_the_tun() {
+        let cmds = resolved_commands("smx0", &ips(&["192.0.2.53", "2001:db8::53"]));
+        assert_eq!(cmds[0], ["dns", "smx0", "192.0.2.53", "2001:db8::53"]);
+        assert_eq!(cmds[1], ["domain", "smx0", "~."]);
+        assert_eq!(cmds[2], ["default-route", "smx0", "true"]);
+        assert!(cmds.iter().all(|c| c[1] == "smx0"), "other links are never touched");
+    }
+}

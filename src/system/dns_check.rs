@@ -1,0 +1,320 @@
+//! The end-to-end DNS check after `up`: one query per server, through the normal socket API.
+//!
+//! Contract: [`check_lookup`] sends a standard query (RD, one question, class IN, type A) for a
+//! configurable name to port 53 of each server from an ordinary UDP socket, so it follows the
+//! host's routes — into the tunnel when DNS is set up correctly. It returns the round-trip time
+//! of the first server that answers. *Any* well-formed response with our id and question counts,
+//! NXDOMAIN and SERVFAIL included: the check proves the path (TUN → exit → resolver → back),
+//! not the resolver's opinion of the name. No answer from any server within the timeout is an
+//! error that names every server and why it failed, which `up` prints.
+//!
+//! Why not a resolver library: the check needs nothing but an encoder for one question and a
+//! decoder for a header (RFC 1035 §4.1), ~60 lines that unit-test on byte literals; hickory is
+//! only a dev-dependency. Why resend: the mixnet loses packets and a round trip takes ~0.7 s, so
+//! one datagram would make the check flaky; the same query (same id) goes out up to
+//! [`SENDS`] times, spread over the timeout. Each socket is `connect()`ed, so the kernel drops
+//! datagrams from anyone but the server and reports an ICMP port-unreachable as ECONNREFUSED.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+/// Queries sent per server within the timeout (at 0, 1/3 and 2/3 of it).
+pub const SENDS: u32 = 3;
+/// RFC 1035 §2.3.4: a name is at most 255 bytes on the wire, a label at most 63.
+const MAX_NAME: usize = 255;
+const MAX_LABEL: usize = 63;
+const HEADER: usize = 12;
+const QTYPE_A: u16 = 1;
+const QCLASS_IN: u16 = 1;
+/// Flags of our query: RD (recursion desired), everything else zero (RFC 1035 §4.1.1).
+const FLAGS_RD: u16 = 0x0100;
+/// Largest reply we read; a plain UDP answer is at most 512 bytes, EDNS0 ones a few KiB.
+const MAX_REPLY: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsCheckError {
+    #[error("{name:?} is not a DNS name we can ask for: {why}")]
+    BadName { name: String, why: &'static str },
+    #[error("no DNS servers to check")]
+    NoServers,
+    #[error("DNS does not work through the tunnel: no answer for {name} within {timeout:?} ({details})")]
+    NoAnswer { name: String, timeout: Duration, details: String },
+}
+
+/// What a server said, as far as the check cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// RFC 1035 §4.1.1 RCODE: 0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED.
+    pub rcode: u8,
+    pub answers: u16,
+    pub truncated: bool,
+}
+
+/// Why a datagram is not an answer to our query; such datagrams are skipped, not fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("shorter than a DNS header and our question")]
+    Short,
+    #[error("another query id")]
+    WrongId,
+    #[error("not a response to a standard query")]
+    NotAResponse,
+    #[error("another question")]
+    WrongQuestion,
+}
+
+/// Appends the query for `name` (type A, class IN) with `id` to `out`.
+pub fn encode_query(id: u16, name: &str, out: &mut Vec<u8>) -> Result<(), DnsCheckError> {
+    let bad = |why| DnsCheckError::BadName { name: name.to_string(), why };
+    let start = out.len();
+    for v in [id, FLAGS_RD, 1, 0, 0, 0] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if !trimmed.is_empty() {
+        for label in trimmed.split('.') {
+            if label.is_empty() || label.len() > MAX_LABEL {
+                out.truncate(start);
+                return Err(bad("every label is 1 to 63 bytes"));
+            }
+            out.push(label.len() as u8); // ≤ 63, checked above
+            out.extend_from_slice(label.as_bytes());
+        }
+    }
+    out.push(0);
+    if out.len() - start - HEADER > MAX_NAME {
+        out.truncate(start);
+        return Err(bad("longer than 255 bytes"));
+    }
+    out.extend_from_slice(&QTYPE_A.to_be_bytes());
+    out.extend_from_slice(&QCLASS_IN.to_be_bytes());
+    Ok(())
+}
+
+/// Checks that `buf` answers `query` (as built by [`encode_query`]): same id, QR set, opcode 0,
+/// and our question echoed (case-insensitively: resolvers may apply 0x20 case randomisation).
+/// An error response without a question (allowed for FORMERR/REFUSED) is accepted too.
+pub fn parse_reply(query: &[u8], buf: &[u8]) -> Result<Reply, ReplyError> {
+    let (Some(qh), Some(h)) = (query.get(..HEADER), buf.get(..HEADER)) else { return Err(ReplyError::Short) };
+    if h[..2] != qh[..2] {
+        return Err(ReplyError::WrongId);
+    }
+    let flags = u16::from_be_bytes([h[2], h[3]]);
+    let (qr, opcode, rcode) = (flags & 0x8000 != 0, (flags >> 11) & 0xf, (flags & 0xf) as u8);
+    if !qr || opcode != 0 {
+        return Err(ReplyError::NotAResponse);
+    }
+    let qdcount = u16::from_be_bytes([h[4], h[5]]);
+    let answers = u16::from_be_bytes([h[6], h[7]]);
+    let reply = Reply { rcode, answers, truncated: flags & 0x0200 != 0 };
+    if qdcount == 0 && rcode != 0 {
+        return Ok(reply);
+    }
+    let question = &query[HEADER..];
+    let echoed = buf.get(HEADER..HEADER + question.len()).ok_or(ReplyError::Short)?;
+    if qdcount != 1 || !echoed.eq_ignore_ascii_case(question) {
+        return Err(ReplyError::WrongQuestion);
+    }
+    Ok(reply)
+}
+
+/// Asks each server (port 53) for `name`; Ok(round-trip time of the first answer).
+pub async fn check_lookup(servers: &[IpAddr], name: &str, timeout: Duration) -> Result<Duration, DnsCheckError> {
+    let addrs: Vec<SocketAddr> = servers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
+    check_lookup_at(&addrs, name, timeout).await.map(|(_, rtt, _)| rtt)
+}
+
+/// [`check_lookup`] on explicit addresses; also returns which server answered and how.
+pub async fn check_lookup_at(
+    servers: &[SocketAddr],
+    name: &str,
+    timeout: Duration,
+) -> Result<(SocketAddr, Duration, Reply), DnsCheckError> {
+    if servers.is_empty() {
+        return Err(DnsCheckError::NoServers);
+    }
+    encode_query(0, name, &mut Vec::new())?; // validate once, before any socket
+    let mut tasks = tokio::task::JoinSet::new();
+    for &server in servers {
+        let name = name.to_string();
+        tasks.spawn(async move { (server, ask(server, &name, timeout).await) });
+    }
+    let mut details = String::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((server, Ok((rtt, reply)))) => {
+                tracing::debug!(%server, ?rtt, rcode = reply.rcode, "DNS check answered");
+                return Ok((server, rtt, reply)); // dropping `tasks` aborts the others
+            }
+            Ok((server, Err(why))) => {
+                let sep = if details.is_empty() { "" } else { "; " };
+                let _ = write!(details, "{sep}{server}: {why}");
+            }
+            Err(e) => tracing::warn!(%e, "DNS check task"),
+        }
+    }
+    Err(DnsCheckError::NoAnswer { name: name.to_string(), timeout, details })
+}
+
+/// One server: up to [`SENDS`] copies of one query, the first valid reply wins.
+async fn ask(server: SocketAddr, name: &str, timeout: Duration) -> Result<(Duration, Reply), String> {
+    let local = match server {
+        SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
+        SocketAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
+    };
+    let sock = UdpSocket::bind(local).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    sock.connect(server).await.map_err(|e| format!("no route: {e}"))?;
+    let mut query = Vec::with_capacity(HEADER + MAX_NAME + 4);
+    encode_query(rand::random(), name, &mut query).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; MAX_REPLY];
+    let (mut sent, mut skipped) = (0u32, 0u32);
+    let mut refused = false;
+    while tokio::time::Instant::now() < deadline {
+        if sent < SENDS {
+            match sock.send(&query).await {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = true,
+                Err(e) => return Err(format!("send failed: {e}")),
+            }
+        }
+        let next_send = tokio::time::Instant::now() + timeout / SENDS;
+        let wake = if sent < SENDS { next_send.min(deadline) } else { deadline };
+        loop {
+            match tokio::time::timeout_at(wake, sock.recv(&mut buf)).await {
+                Err(_elapsed) => break,
+                Ok(Ok(n)) => match parse_reply(&query, buf.get(..n).unwrap_or_default()) {
+                    Ok(reply) => return Ok((start.elapsed(), reply)),
+                    Err(why) => {
+                        skipped += 1;
+                        tracing::trace!(%server, %why, "DNS check: datagram skipped");
+                    }
+                },
+                // ICMP port unreachable for an earlier send: the host is there, no DNS on it.
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => refused = true,
+                Ok(Err(e)) => return Err(format!("receive failed: {e}")),
+            }
+        }
+    }
+    let mut why = format!("no reply to {sent} queries");
+    if refused {
+        why.push_str(", port unreachable (ICMP): nothing serves DNS there");
+    }
+    if skipped > 0 {
+        let _ = write!(why, ", {skipped} malformed or unrelated datagrams");
+    }
+    Err(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `nymtech.net` A IN, id 0x1234, RD: RFC 1035 §4.1.1–4.1.2 by hand.
+    const QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\
+        \x07nymtech\x03net\x00\x00\x01\x00\x01";
+
+    /// The query turned into a response: QR, RD, RA and `rcode`, no records.
+    fn response(query: &[u8], rcode: u8) -> Vec<u8> {
+        let mut r = query.to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80 | rcode;
+        r
+    }
+
+    #[test]
+    fn encodes_a_query() {
+        let mut out = Vec::new();
+        encode_query(0x1234, "nymtech.net", &mut out).unwrap();
+        assert_eq!(out, QUERY);
+        out.clear();
+        encode_query(0x1234, "nymtech.net.", &mut out).unwrap();
+        assert_eq!(out, QUERY, "a trailing dot is the same name");
+        out.clear();
+        encode_query(7, ".", &mut out).unwrap();
+        assert_eq!(&out[HEADER..], b"\x00\x00\x01\x00\x01", "the root");
+    }
+
+    #[test]
+    fn rejects_bad_names_without_writing() {
+        let long_label = format!("{}.net", "a".repeat(64));
+        let long_name = vec!["a".repeat(63); 4].join("."); // 4 × 64 + 1 = 257 bytes
+        for name in ["a..b", ".a", long_label.as_str(), long_name.as_str()] {
+            let mut out = vec![9];
+            assert!(matches!(encode_query(1, name, &mut out), Err(DnsCheckError::BadName { .. })), "{name}");
+            assert_eq!(out, [9]);
+        }
+    }
+
+    #[test]
+    fn parses_replies() {
+        let nx = response(QUERY, 3);
+        assert_eq!(parse_reply(QUERY, &nx), Ok(Reply { rcode: 3, answers: 0, truncated: false }));
+        let mut answer = response(QUERY, 0);
+        answer[7] = 1; // ANCOUNT 1 + a record (its bytes are not inspected)
+        answer[2] |= 0x02; // TC
+        answer.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x01");
+        assert_eq!(parse_reply(QUERY, &answer), Ok(Reply { rcode: 0, answers: 1, truncated: true }));
+        let mut upper = nx.clone();
+        upper[13..20].copy_from_slice(b"NyMtEcH");
+        assert!(parse_reply(QUERY, &upper).is_ok(), "0x20 case randomisation");
+        let mut refused = response(QUERY, 5);
+        refused[5] = 0;
+        refused.truncate(HEADER);
+        assert_eq!(parse_reply(QUERY, &refused).map(|r| r.rcode), Ok(5), "REFUSED without a question");
+
+        assert_eq!(parse_reply(QUERY, &nx[..11]), Err(ReplyError::Short));
+        assert_eq!(parse_reply(QUERY, &nx[..20]), Err(ReplyError::Short));
+        assert_eq!(parse_reply(QUERY, QUERY), Err(ReplyError::NotAResponse), "our own query reflected");
+        let mut other_id = nx.clone();
+        other_id[1] ^= 1;
+        assert_eq!(parse_reply(QUERY, &other_id), Err(ReplyError::WrongId));
+        let mut other_name = nx.clone();
+        other_name[14] = b'x';
+        assert_eq!(parse_reply(QUERY, &other_name), Err(ReplyError::WrongQuestion));
+        let mut notify = nx;
+        notify[2] |= 4 << 3; // opcode NOTIFY
+        assert_eq!(parse_reply(QUERY, &notify), Err(ReplyError::NotAResponse));
+    }
+
+    /// A loopback server: ignores the first `ignore` queries, sends junk, then NXDOMAIN.
+    async fn server(ignore: usize) -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            for i in 0.. {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
+                if i >= ignore {
+                    let _ = sock.send_to(b"junk", from).await;
+                    let _ = sock.send_to(&response(&buf[..n], 3), from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn checks_a_lookup_on_loopback() {
+        let t = Duration::from_millis(600);
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let good = server(1).await; // the first query is "lost": the resend must get through
+        let (who, rtt, reply) = check_lookup_at(&[silent_addr, good], "example.test", t).await.unwrap();
+        assert_eq!((who, reply.rcode), (good, 3));
+        assert!(rtt >= t / SENDS && rtt < t, "{rtt:?}");
+
+        let err = check_lookup_at(&[silent_addr], "example.test", t).await.unwrap_err().to_string();
+        assert!(err.contains("no answer for example.test") && err.contains("no reply to 3 queries"), "{err}");
+        drop(silent);
+        let closed = check_lookup_at(&[silent_addr], "example.test", t).await.unwrap_err().to_string();
+        assert!(closed.contains("port unreachable"), "{closed}");
+        assert!(matches!(check_lookup_at(&[], "x", t).await, Err(DnsCheckError::NoServers)));
+        assert!(matches!(check_lookup_at(&[good], "a..b", t).await, Err(DnsCheckError::BadName { .. })));
+    }
+}

@@ -1,0 +1,500 @@
+//! `smolmix-vpn exec [--netns NAME] [--user USER] -- CMD ARGS`: run one program in the per-app
+//! namespace, as the user, with DNS that can only go through the tunnel.
+//!
+//! The child, between fork and exec (steps in [`Step`] order):
+//!
+//! 1. a new mount namespace, `/` made recursively *slave*: the host's later mounts (a USB
+//!    disk) still appear inside, our mounts never propagate out;
+//! 2. `setns` into network namespace NAME (only `lo` and the TUN, see [`super::netns`]), and a
+//!    fresh `/sys` so `/sys/class/net` shows NAME's links, as `ip netns exec` does;
+//! 3. an empty tmpfs over each resolver socket directory that exists ([`MASKED_DIRS`]): glibc's
+//!    nscd client and nss-resolve connect to Unix sockets there, which are answered by daemons in
+//!    the host namespace and would resolve outside the tunnel (peers.md §12.2, firejail#7209);
+//! 4. our resolv.conf (the tunnel's DNS servers only) bind-mounted, read-only, over whatever
+//!    `/etc/resolv.conf` finally points to (a symlink into a masked directory gets a file created
+//!    in our tmpfs first). The file is written on a tmpfs staged for an instant on [`STAGE_DIRS`]
+//!    and unmounted again: a bind source must be a named file in the child's own mount namespace
+//!    (a memfd or an fd opened before `unshare` gives EINVAL, an O_TMPFILE file ENOENT: measured);
+//! 5. the user's identity: ambient capabilities cleared, the bounding set emptied, supplementary
+//!    groups from getgrouplist(3), gid, uid, every capability set zeroed, `PR_SET_NO_NEW_PRIVS`,
+//!    then `PR_SET_PDEATHSIG` so the program does not outlive an `exec` that is killed.
+//!
+//! The host is not changed: every mount, the resolv.conf's tmpfs included, lives in the child's
+//! private mount namespace and goes away with its last process, so nothing needs journalling.
+//!
+//! Who runs CMD ([`choose_user`]): `--user` if given (the only way to get root); else the sudo
+//! (or pkexec) caller; else the real uid if it is not root; else we refuse. Users of
+//! namespaced-openvpn and vopono run apps as themselves (peers.md §6–§7); a browser started as
+//! root by accident writes root-owned files into a home directory and has no sandbox at all.
+//!
+//! Limits (as for every netns tool, peers.md §12.3): a program can still ask a process outside
+//! to connect for it over IPC, e.g. D-Bus to systemd-resolved's `org.freedesktop.resolve1`.
+
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::unistd::{getgrouplist, pipe2, setgroups, setresgid, setresuid, Gid, Uid, User};
+
+use super::netns::{self, NetnsError};
+
+/// Resolver socket directories hidden from CMD: systemd-resolved (varlink + stub files), nscd
+/// (`/var/run` is usually `/run`; duplicates are merged), avahi (nss-mdns sends `.local`
+/// queries as multicast on the host's LAN).
+pub const MASKED_DIRS: [&str; 4] = ["/run/systemd/resolve", "/run/nscd", "/var/run/nscd", "/run/avahi-daemon"];
+/// Directories, one of which briefly hosts the tmpfs holding our resolv.conf in the child's own
+/// mount namespace (covered for a few system calls, before the program runs).
+const STAGE_DIRS: [&str; 3] = ["/tmp", "/mnt", "/var/tmp"];
+/// glibc reads at most 3 `nameserver` lines (MAXNS in resolv.h); more would be ignored.
+const MAX_NAMESERVERS: usize = 3;
+/// Bound on symlink hops when following /etc/resolv.conf (the kernel's is 40).
+const MAX_LINKS: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("refusing to run the command as root without being asked: you are root and not under sudo; pass --user NAME, or --user root to confirm")]
+    RootRefused,
+    #[error("{var}={value:?} is not a numeric id")]
+    BadEnv { var: &'static str, value: String },
+    #[error("no such user: {0}")]
+    UnknownUser(String),
+    #[error("no DNS servers for the tunnel: pass --dns to `up`")]
+    NoDns,
+    #[error("/etc/resolv.conf leads to {0}, which does not exist; cannot place the tunnel's resolv.conf there")]
+    ResolvConf(PathBuf),
+    #[error("no directory to stage resolv.conf on (tried {STAGE_DIRS:?})")]
+    NoStageDir,
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("setting up the command's sandbox failed at `{step}`: {source}")]
+    Setup { step: &'static str, source: std::io::Error },
+    #[error("cannot run {program:?}: {source}")]
+    Spawn { program: OsString, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+}
+
+/// What the CLI passes: `exec [--netns NAME] [--user USER] -- PROGRAM ARGS`.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub netns: String,
+    pub user: Option<String>,
+    /// The tunnel's DNS servers (`up --dns`), reached through the TUN.
+    pub dns: Vec<IpAddr>,
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+/// Who to become, before looking it up in the user database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChoice {
+    Name(String),
+    Id { uid: u32, gid: Option<u32> },
+}
+
+/// Picks the user CMD runs as; see the module doc for the order and why root needs `--user`.
+pub fn choose_user(
+    explicit: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+    real_uid: u32,
+) -> Result<UserChoice, ExecError> {
+    if let Some(u) = explicit {
+        let id = |uid| UserChoice::Id { uid, gid: None };
+        return Ok(u.parse().map_or_else(|_| UserChoice::Name(u.to_string()), id));
+    }
+    let id = |var: &'static str| -> Result<Option<u32>, ExecError> {
+        env(var).map(|v| v.trim().parse::<u32>().map_err(|_| ExecError::BadEnv { var, value: v })).transpose()
+    };
+    // sudo sets SUDO_UID/SUDO_GID to the caller; pkexec sets PKEXEC_UID. A caller that is itself
+    // root (uid 0) gives no hint of another user, so it falls through to the refusal below.
+    let caller = match id("SUDO_UID")? {
+        Some(uid) => Some((uid, id("SUDO_GID")?)),
+        None => id("PKEXEC_UID")?.map(|uid| (uid, None)),
+    };
+    match caller {
+        Some((uid, gid)) if uid != 0 => Ok(UserChoice::Id { uid, gid }),
+        _ if real_uid != 0 => Ok(UserChoice::Id { uid: real_uid, gid: None }),
+        _ => Err(ExecError::RootRefused),
+    }
+}
+
+/// The resolv.conf CMD sees: only the tunnel's servers. No `search` line: the host's search
+/// domains name its LAN and would be sent to the exit's resolver with every short name.
+pub fn resolv_conf(dns: &[IpAddr]) -> Result<String, ExecError> {
+    if dns.is_empty() {
+        return Err(ExecError::NoDns);
+    }
+    let servers: String = dns.iter().take(MAX_NAMESERVERS).map(|ip| format!("nameserver {ip}\n")).collect();
+    Ok(format!("# generated by smolmix-vpn exec: DNS through the tunnel only\n{servers}"))
+}
+
+/// The directories to mask: candidates that `canon` finds (canonical, directories), each once.
+fn mask_dirs(candidates: &[&str], canon: impl Fn(&Path) -> Option<PathBuf>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = candidates.iter().filter_map(|c| canon(Path::new(c))).collect();
+    out.dedup(); // duplicates are adjacent: the candidates list each path and its alias in turn
+    out
+}
+
+/// Follows the symlink chain from `start` (relative targets are relative to the link's
+/// directory), normalising `..` lexically; `read_link` answers `None` for a non-link.
+fn follow_links(start: &Path, read_link: impl Fn(&Path) -> Option<PathBuf>) -> PathBuf {
+    let mut p = start.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        let Some(t) = read_link(&p) else { break };
+        let joined = p.parent().unwrap_or(Path::new("/")).join(t);
+        p = PathBuf::from("/");
+        for c in joined.components() {
+            match c {
+                Component::ParentDir => _ = p.pop(),
+                Component::Normal(n) => p.push(n),
+                _ => {}
+            }
+        }
+    }
+    p
+}
+
+/// Where the resolv.conf bind mount goes, and whether we must first create that file in a
+/// masked directory (its real one is hidden by our tmpfs). Only a direct child of a masked
+/// directory can be created there: that is where systemd-resolved keeps both of its files.
+fn resolv_target(target: &Path, exists: bool, masks: &[PathBuf]) -> Result<(PathBuf, bool), ExecError> {
+    let in_mask = masks.iter().any(|m| target.parent() == Some(m.as_path()));
+    if !in_mask && !exists {
+        return Err(ExecError::ResolvConf(target.to_path_buf()));
+    }
+    Ok((target.to_path_buf(), in_mask))
+}
+
+/// The shell's convention: a program killed by signal N exits 128 + N.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// The child's setup steps, reported one byte each over a pipe so that a failure names its step
+/// (std passes only the errno of a failed `pre_exec` back to the parent).
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum Step {
+    MountNs = 1,
+    NetNs,
+    Mask,
+    ResolvConf,
+    Capabilities,
+    Identity,
+    NoNewPrivs,
+    /// Setup done: a failure now is execve's own (no such program, permission denied).
+    Exec,
+}
+const STEP_NAMES: [&str; 8] = [
+    "unshare mount namespace",
+    "setns network namespace",
+    "mask resolver sockets",
+    "bind resolv.conf",
+    "drop capabilities",
+    "become the user",
+    "no_new_privs",
+    "exec",
+];
+
+/// Everything the child needs, computed before fork: the child may not allocate (another
+/// thread may hold the allocator's lock at fork time), so it only makes system calls.
+struct ChildPlan {
+    netns: OwnedFd,
+    masks: Vec<CString>,
+    resolv_text: Vec<u8>,
+    stage_dir: CString,
+    stage_file: CString,
+    resolv_dst: CString,
+    create_dst: bool,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+    cap_last: u32,
+    parent: u32,
+    report: OwnedFd,
+}
+
+/// Runs `spec.program` as described in the module doc and waits for it; returns the exit code
+/// the CLI should exit with. Call it from a plain thread, not from inside an async runtime.
+pub fn exec(spec: &ExecSpec) -> Result<i32, ExecError> {
+    let mut child = spawn(spec)?;
+    // Ctrl-C / Ctrl-\ reach the whole foreground group: the program decides, we stay to report its
+    // status (as sudo, system(3)). After fork: an ignored signal would stay ignored across exec.
+    // SAFETY: SigIgn installs no handler code.
+    let old = unsafe { [signal(Signal::SIGINT, SigHandler::SigIgn), signal(Signal::SIGQUIT, SigHandler::SigIgn)] };
+    let status = child.wait().map_err(|source| ExecError::Io { what: "wait for the command", source });
+    for (sig, prev) in [Signal::SIGINT, Signal::SIGQUIT].into_iter().zip(old) {
+        // SAFETY: restores the disposition we replaced.
+        let _ = prev.map(|h| unsafe { signal(sig, h) });
+    }
+    Ok(exit_code(status?))
+}
+
+/// Resolves the user, prepares the sandbox and starts the program.
+pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
+    let choice = choose_user(spec.user.as_deref(), |v| std::env::var(v).ok(), Uid::current().as_raw())?;
+    let (user, gid) = lookup(&choice)?;
+    let name = CString::new(user.name.as_bytes()).map_err(|_| ExecError::UnknownUser(user.name.clone()))?;
+    let groups = getgrouplist(&name, gid).map_err(|e| ExecError::Io { what: "getgrouplist", source: e.into() })?;
+
+    let netns = OwnedFd::from(netns::open(&spec.netns)?);
+    let resolv_text = resolv_conf(&spec.dns)?.into_bytes();
+    let masks = mask_dirs(&MASKED_DIRS, |p| std::fs::canonicalize(p).ok().filter(|c| c.is_dir()));
+    let followed = follow_links(Path::new("/etc/resolv.conf"), |p| std::fs::read_link(p).ok());
+    let target = match followed.parent().and_then(|d| std::fs::canonicalize(d).ok()) {
+        Some(dir) => dir.join(followed.file_name().unwrap_or_default()),
+        None => followed,
+    };
+    let (dst, create_dst) = resolv_target(&target, target.is_file(), &masks)?;
+    let stage = stage_dir(&STAGE_DIRS, &dst, |p| p.is_dir()).ok_or(ExecError::NoStageDir)?;
+    let cap_last =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(63);
+    let (report_rx, report_tx) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| ExecError::Io { what: "pipe", source: e.into() })?;
+    let cpath = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| ExecError::ResolvConf(p.into()));
+    let plan = ChildPlan {
+        netns,
+        masks: masks.iter().map(|m| cpath(m)).collect::<Result<_, _>>()?,
+        resolv_text,
+        stage_dir: cpath(&stage)?,
+        stage_file: cpath(&stage.join("resolv.conf"))?,
+        resolv_dst: cpath(&dst)?,
+        create_dst,
+        uid: user.uid,
+        gid,
+        groups,
+        cap_last,
+        parent: std::process::id(),
+        report: report_tx,
+    };
+    tracing::debug!(user = %user.name, uid = %user.uid, %gid, ns = %spec.netns, masks = ?masks, resolv = %dst.display(), "exec");
+
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args).env("HOME", &user.dir).env("USER", &user.name).env("LOGNAME", &user.name);
+    // SAFETY: the closure only makes system calls on data prepared above (see ChildPlan).
+    unsafe { cmd.pre_exec(move || child_setup(&plan)) };
+    let spawned = cmd.spawn();
+    drop(cmd); // closes our copy of the report pipe's write end (moved into the closure)
+    spawned.map_err(|source| {
+        let mut steps = Vec::new();
+        let _ = File::from(report_rx).read_to_end(&mut steps);
+        match steps.last() {
+            Some(&s) if s != Step::Exec as u8 => ExecError::Setup {
+                step: STEP_NAMES.get(usize::from(s).wrapping_sub(1)).copied().unwrap_or("?"),
+                source,
+            },
+            _ => ExecError::Spawn { program: spec.program.clone(), source },
+        }
+    })
+}
+
+fn lookup(choice: &UserChoice) -> Result<(User, Gid), ExecError> {
+    let io = |e: nix::Error| ExecError::Io { what: "read the user database", source: e.into() };
+    let (found, gid) = match choice {
+        UserChoice::Name(n) => (User::from_name(n).map_err(io)?, None),
+        UserChoice::Id { uid, gid } => (User::from_uid(Uid::from_raw(*uid)).map_err(io)?, *gid),
+    };
+    let user = found.ok_or_else(|| match choice {
+        UserChoice::Name(n) => ExecError::UnknownUser(n.clone()),
+        UserChoice::Id { uid, .. } => ExecError::UnknownUser(format!("uid {uid}")),
+    })?;
+    let gid = gid.map(Gid::from_raw).unwrap_or(user.gid);
+    Ok((user, gid))
+}
+
+/// The first existing directory of `candidates` that is not on the way to `dst` (covering it
+/// would hide the bind target).
+fn stage_dir(candidates: &[&str], dst: &Path, is_dir: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|d| !dst.starts_with(d) && is_dir(d))
+}
+
+/// capset(2) ABI, version 3 (linux/capability.h): header {version, pid}, then two data words
+/// of {effective, permitted, inheritable}; all zero = no capability at all.
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Runs in the child between fork and exec: system calls only, no allocation.
+fn child_setup(p: &ChildPlan) -> std::io::Result<()> {
+    let step = |s: Step| {
+        // SAFETY: write(2) of one byte from the stack; async-signal-safe.
+        unsafe { libc::write(p.report.as_raw_fd(), (&(s as u8) as *const u8).cast(), 1) };
+    };
+    let none: Option<&str> = None;
+
+    step(Step::MountNs);
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)?;
+
+    step(Step::NetNs);
+    setns(&p.netns, CloneFlags::CLONE_NEWNET)?;
+    // Best effort, as `ip netns exec`: a sysfs mounted now shows this namespace's links.
+    if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
+        let _ = mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), none);
+    }
+
+    step(Step::Mask);
+    let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for m in &p.masks {
+        mount(Some("tmpfs"), m.as_c_str(), Some("tmpfs"), hidden, Some("mode=0755,size=64k"))?;
+    }
+
+    step(Step::ResolvConf);
+    mount(Some("tmpfs"), p.stage_dir.as_c_str(), Some("tmpfs"), hidden, Some("mode=0755,size=16k"))?;
+    write_new_file(&p.stage_file, &p.resolv_text)?;
+    if p.create_dst {
+        write_new_file(&p.resolv_dst, b"")?; // a mount point, inside our own tmpfs mask
+    }
+    mount(Some(p.stage_file.as_c_str()), p.resolv_dst.as_c_str(), none, MsFlags::MS_BIND, none)?;
+    // Read-only: even `--user root` (owner of the file, but without capabilities) cannot edit it.
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hidden;
+    mount(none, p.resolv_dst.as_c_str(), none, ro, none)?;
+    // The bind mount keeps the tmpfs alive; the staging directory is uncovered again.
+    umount2(p.stage_dir.as_c_str(), MntFlags::MNT_DETACH)?;
+
+    step(Step::Capabilities);
+    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong)?;
+    for cap in 0..=p.cap_last {
+        // The bounding set caps what any later execve can grant, even of a setuid-root file.
+        prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap))?;
+    }
+
+    step(Step::Identity);
+    setgroups(&p.groups)?;
+    setresgid(p.gid, p.gid, p.gid)?;
+    setresuid(p.uid, p.uid, p.uid)?;
+    // Zero every set, also for `--user root` (root without capabilities, as the issue asks).
+    let hdr: [u32; 2] = [LINUX_CAPABILITY_VERSION_3, 0];
+    let data = [0u32; 6];
+    // SAFETY: capset(2) with a v3 header and two data words, as the ABI requires.
+    if unsafe { libc::syscall(libc::SYS_capset, hdr.as_ptr(), data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+
+    step(Step::NoNewPrivs);
+    nix::sys::prctl::set_no_new_privs()?;
+    // After the uid change, which clears it. If `exec` has died already, do not start orphaned.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+    if nix::unistd::getppid().as_raw() as u32 != p.parent {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    step(Step::Exec);
+    Ok(())
+}
+
+/// Creates `path` (mode 0644, must not exist) holding `data`, with system calls only.
+fn write_new_file(path: &CString, mut data: &[u8]) -> std::io::Result<()> {
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let raw = nix::fcntl::open(path.as_c_str(), flags, nix::sys::stat::Mode::from_bits_truncate(0o644))?;
+    // SAFETY: `raw` was just opened and nothing else owns it; dropping it closes it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    while !data.is_empty() {
+        match nix::unistd::write(&fd, data)? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => data = data.get(n..).unwrap_or_default(),
+        }
+    }
+    Ok(())
+}
+
+/// prctl(2) with one argument; the unused ones passed as full-width zeros, as the kernel reads
+/// them as unsigned long (a variadic `0` is an int whose upper register half is unspecified).
+fn prctl(option: libc::c_int, arg: libc::c_ulong) -> std::io::Result<()> {
+    // SAFETY: integer arguments only.
+    match unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn pick(explicit: Option<&str>, pairs: &[(&str, &str)], real_uid: u32) -> Result<UserChoice, ExecError> {
+        let m: HashMap<&str, &str> = pairs.iter().copied().collect();
+        choose_user(explicit, |k| m.get(k).map(|v| v.to_string()), real_uid)
+    }
+    const fn id(uid: u32, gid: Option<u32>) -> UserChoice {
+        UserChoice::Id { uid, gid }
+    }
+
+    #[test]
+    fn user_explicit_wins_else_the_sudo_caller() {
+        let sudo = [("SUDO_UID", "1000"), ("SUDO_GID", "100"), ("PKEXEC_UID", "2000")];
+        assert_eq!(pick(Some("alice"), &sudo, 0).unwrap(), UserChoice::Name("alice".into()));
+        assert_eq!(pick(Some("root"), &[], 0).unwrap(), UserChoice::Name("root".into()));
+        assert_eq!(pick(Some("0"), &[], 0).unwrap(), id(0, None));
+        assert_eq!(pick(None, &sudo, 0).unwrap(), id(1000, Some(100)));
+        assert_eq!(pick(None, &[("PKEXEC_UID", "2000")], 0).unwrap(), id(2000, None));
+        // Not root and not under sudo (e.g. file capabilities): the real user.
+        assert_eq!(pick(None, &[], 1001).unwrap(), id(1001, None));
+    }
+
+    #[test]
+    fn user_root_is_never_a_silent_default() {
+        assert!(matches!(pick(None, &[], 0), Err(ExecError::RootRefused)));
+        // `sudo` run from a root shell: the caller is root too.
+        assert!(matches!(pick(None, &[("SUDO_UID", "0")], 0), Err(ExecError::RootRefused)));
+        // A malformed variable is an error, not a fall back to root.
+        assert!(matches!(pick(None, &[("SUDO_UID", "x")], 0), Err(ExecError::BadEnv { .. })));
+        assert!(matches!(pick(None, &[("SUDO_UID", "5"), ("SUDO_GID", "")], 0), Err(ExecError::BadEnv { .. })));
+    }
+
+    #[test]
+    fn resolv_conf_lists_only_tunnel_servers() {
+        let dns: Vec<IpAddr> =
+            ["10.0.0.1", "2001:db8::53", "192.0.2.1", "192.0.2.2"].iter().map(|s| s.parse().unwrap()).collect();
+        let text = resolv_conf(&dns).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines, ["nameserver 10.0.0.1", "nameserver 2001:db8::53", "nameserver 192.0.2.1"]);
+        assert!(!text.contains("search"));
+        assert!(matches!(resolv_conf(&[]), Err(ExecError::NoDns)));
+    }
+
+    #[test]
+    fn masks_only_existing_dirs_once() {
+        let canon = |p: &Path| {
+            Some(PathBuf::from(p.to_str()?.replace("/var/run/", "/run/"))).filter(|p| !p.ends_with("avahi-daemon"))
+        };
+        assert_eq!(mask_dirs(&MASKED_DIRS, canon), [PathBuf::from("/run/systemd/resolve"), PathBuf::from("/run/nscd")]);
+        assert!(mask_dirs(&MASKED_DIRS, |_| None).is_empty());
+    }
+
+    #[test]
+    fn resolv_conf_symlink_into_resolved_is_recreated_in_the_mask() {
+        // Ubuntu: /etc/resolv.conf -> ../run/systemd/resolve/stub-resolv.conf
+        let rl = |p: &Path| {
+            (p == Path::new("/etc/resolv.conf")).then(|| PathBuf::from("../run/systemd/resolve/stub-resolv.conf"))
+        };
+        let t = follow_links(Path::new("/etc/resolv.conf"), rl);
+        assert_eq!(t, Path::new("/run/systemd/resolve/stub-resolv.conf"));
+        let masks = [PathBuf::from("/run/systemd/resolve")];
+        assert_eq!(resolv_target(&t, false, &masks).unwrap(), (t.clone(), true));
+        // A plain file: bind over it. A dangling link elsewhere: refuse.
+        let plain = Path::new("/etc/resolv.conf");
+        assert_eq!(resolv_target(plain, true, &masks).unwrap(), (plain.to_path_buf(), false));
+        assert!(resolv_target(Path::new("/run/NetworkManager/resolv.conf"), false, &masks).is_err());
+        // Staging never covers the way to the target.
+        let all = |_: &Path| true;
+        assert_eq!(stage_dir(&STAGE_DIRS, Path::new("/etc/resolv.conf"), all), Some(PathBuf::from("/tmp")));
+        assert_eq!(stage_dir(&STAGE_DIRS, Path::new("/tmp/r/resolv.conf"), all), Some(PathBuf::from("/mnt")));
+        assert_eq!(stage_dir(&STAGE_DIRS, Path::new("/etc/resolv.conf"), |_| false), None);
+        // A link loop stops after MAX_LINKS hops instead of spinning.
+        let _ = follow_links(Path::new("/a"), |p| Some(if p == Path::new("/a") { "/b".into() } else { "/a".into() }));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+    }
+}
