@@ -121,6 +121,12 @@ t_concurrent() {
 	vx -- curl -sS --max-time 10 "http://192.0.2.2/mid.bin?par2" >"$TMP/par2" & local p2=$!
 	wait $p1 && wait $p2 && cmp -s "$TMP/par1" "$TMP/www/mid.bin" && cmp -s "$TMP/par2" "$TMP/www/mid.bin"
 }
+# No command: the user's login shell (/bin/sh for nobody), here fed its commands on stdin.
+t_shell() {
+	printf 'id -u\ncurl -sS --max-time 10 -o /dev/null -w "%%{http_code}\\n" http://192.0.2.2/mid.bin?shell\nexit 3\n' | vx >"$TMP/shell.out"
+	[[ ${PIPESTATUS[1]} -eq 3 ]] && [[ $(cat "$TMP/shell.out") == $'65534\n200' ]] &&
+	[[ $(last_client "$TMP/http.log") == 192.0.2.1 ]]
+}
 t_exit_status() { local rc=0; vx -- sh -c 'exit 7' || rc=$?; [[ $rc -eq 7 ]]; }
 t_wrong_ns() { ! vx --netns smx-nope -- true 2>"$TMP/wrongns.err" && grep -q 'smx-nope' "$TMP/wrongns.err"; }
 # The host's resolver sockets: a private /run (so the host's is never touched) holding stand-ins
@@ -151,6 +157,10 @@ t_v6_fast_fail() {
 	t1=$(date +%s%N)
 	(( (t1 - t0) / 1000000 < 1000 )) && ip -n "$app2" -6 route show | grep -q '^unreachable default'
 }
+t_refuse_busy() {
+	! vpn up --ipr udp://198.51.100.1:51820 --netns "$app2" --no-dns 2>"$TMP/busy.err" &&
+	grep -q 'smxd0' "$TMP/busy.err" && ip -n "$app2" link show smxd0 >/dev/null && t_host_same
+}
 t_ns_gone() { [[ ! -e /run/netns/$1 ]] && ! ip netns list | grep -q "^$1\( \|$\)"; }
 
 host_state >"$TMP/host.before" 2>&1
@@ -179,6 +189,7 @@ check "as root without sudo, exec refuses and asks for --user" t_refuse_root
 check "--user root runs with no effective capabilities" t_root_nocaps
 check "two exec calls share the namespace at the same time" t_concurrent
 check "exec passes the command's exit status through (7)" t_exit_status
+check "exec with no command starts a shell whose programs use the tunnel" t_shell
 check "exec --netns of another namespace is refused, naming it" t_wrong_ns
 
 pretty "$c" "stop"
@@ -189,6 +200,9 @@ check "exec without a running tunnel says so" t_exec_no_tunnel
 
 pretty "$c" "a namespace that already exists, with --ipv6 off"
 ip netns add "$app2"
+ip -n "$app2" link add smxd0 type veth peer name smxd1
+check "an existing namespace with another interface is refused, naming it, and left as it was" t_refuse_busy
+ip -n "$app2" link del smxd0
 start_app_client --ipr udp://198.51.100.1:51820 --netns "$app2" --ipv6 off --dns 192.0.2.2
 check "IPv4 goes through the tunnel" vx -- curl -sS --max-time 10 -o /dev/null "http://192.0.2.2/mid.bin?v6off"
 leak_reset

@@ -160,8 +160,8 @@ pub struct ExecArgs {
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
 
-    /// The program and its arguments.
-    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+    /// The program and its arguments (default: the user's login shell).
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -276,7 +276,6 @@ mod tests {
             &["up", "--netns", "a/b"],
             &["up", "--netns", "app", "--route", "192.0.2.0/24"],
             &["up", "--netns", "app", "--exclude", "192.0.2.0/24"],
-            &["exec"],
             &["exec", "--netns", "../x", "--", "sh"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");

@@ -97,6 +97,8 @@ pub enum DriverError {
     Dns(#[from] DnsError),
     #[error("TUN device I/O failed: {0}")]
     TunIo(std::io::Error),
+    #[error("network namespace {ns} already has other interfaces ({links}), through which its programs could bypass the tunnel; pick a new name (up creates it) or remove them")]
+    NetnsNotEmpty { ns: String, links: String },
     #[error("the TUN is gone with network namespace {0} (was it deleted with `ip netns del`?)")]
     NetnsGone(String),
     #[error("transport I/O failed: {0}")]
@@ -223,7 +225,13 @@ fn setup_host(cfg: &UpConfig, host: &mut Host, transport: &Transport, mtu: u16) 
 /// namespace; our fd keeps reading and writing the moved TUN. Nothing in the namespace but lo
 /// and the TUN, so its programs have no other way out. DNS is `exec`'s business.
 fn setup_netns(cfg: &UpConfig, host: &mut Host, ns: &str, mtu: u16) -> Result<Setup, DriverError> {
-    netns::ensure(host, ns)?;
+    if netns::ensure(host, ns)? == netns::Created::Existing {
+        // Fail closed: another interface (a veth, a physical NIC) would be a way around us.
+        let others = netns::foreign_links(ns, &cfg.tun)?;
+        if !others.is_empty() {
+            return Err(DriverError::NetnsNotEmpty { ns: ns.to_string(), links: others.join(", ") });
+        }
+    }
     // No host-side IPv6 address: the move drops addresses, move_link sets them inside.
     let dev = tun::create(host, &cfg.tun, mtu, false)?;
     netns::move_link(host, &cfg.tun, ns, &LinkAddrs { v4: LOCAL_V4, v6: cfg.ipv6.then_some(LOCAL_V6) })?;

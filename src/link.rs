@@ -66,7 +66,8 @@ pub async fn connect(
     let mut session = Session::new(session_config(transport, max_version), started.into_std());
     loop {
         flush_transmit(&mut session, transport).await;
-        while let Some(ev) = session.poll_event() {
+        // Every event ends the handshake, one way or the other.
+        if let Some(ev) = session.poll_event() {
             match ev {
                 Event::Connected { ipv4, ipv6, mtu, version } => {
                     return Ok((session, Allocation { ipv4, ipv6, mtu, version }));

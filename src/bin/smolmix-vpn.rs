@@ -122,13 +122,18 @@ fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
     if let Some(want) = args.netns.as_deref().filter(|w| *w != ns) {
         bail!("no tunnel runs in namespace {want} (the running one uses {ns})");
     }
+    // Fail closed if someone gave the namespace another way out since `up` checked it.
+    let others = system::netns::foreign_links(&ns, &st.tun).context("cannot list the namespace's interfaces")?;
+    if !others.is_empty() {
+        bail!("namespace {ns} has interfaces besides the tunnel ({}): refusing to run programs there", others.join(", "));
+    }
     let dns = st.dns.iter().map(|d| d.parse()).collect::<Result<Vec<_>, _>>().context("bad DNS server in the status file")?;
     let mut command = args.command.into_iter();
     let spec = ExecSpec {
         netns: ns,
         user: args.user,
         dns,
-        program: command.next().context("no command given")?,
+        program: command.next(),
         args: command.collect(),
     };
     exec::exec(&spec).context("smolmix-vpn exec")
@@ -190,38 +195,41 @@ fn cmd_down(run_dir: &Path) -> Result<()> {
 }
 
 fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let st = status::read(run_dir);
     if json {
         let v = match &st {
             Some(s) => serde_json::to_value(s)?,
             None => serde_json::json!({ "state": "disconnected" }),
         };
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return emit(&out);
     }
     match st {
-        None => println!("state: disconnected"),
+        None => writeln!(out, "state: disconnected")?,
         Some(s) => {
-            println!("state:     {}", s.state);
-            println!("exit:      {} (IPR v{})", s.exit, s.version.map_or("?".into(), |v| v.to_string()));
-            println!("interface: {} mtu {}", s.tun, s.mtu.map_or("?".into(), |m| m.to_string()));
-            println!("local:     {} {}", s.local_ipv4, s.local_ipv6);
-            println!(
+            writeln!(out, "state:     {}", s.state)?;
+            writeln!(out, "exit:      {} (IPR v{})", s.exit, s.version.map_or("?".into(), |v| v.to_string()))?;
+            writeln!(out, "interface: {} mtu {}", s.tun, s.mtu.map_or("?".into(), |m| m.to_string()))?;
+            writeln!(out, "local:     {} {}", s.local_ipv4, s.local_ipv6)?;
+            writeln!(
+                out,
                 "allocated: {} {}",
                 s.allocated_ipv4.as_deref().unwrap_or("-"),
                 s.allocated_ipv6.as_deref().unwrap_or("-")
-            );
+            )?;
             if let Some(ns) = &s.netns {
-                println!("namespace: {ns} (run programs there with `smolmix-vpn exec -- CMD`)");
+                writeln!(out, "namespace: {ns} (run programs there with `smolmix-vpn exec -- CMD`)")?;
             }
             match (&s.dns_mode, s.dns.is_empty()) {
-                (Some(mode), false) => println!("dns:       {} ({mode})", s.dns.join(" ")),
-                _ => println!("dns:       left alone"),
+                (Some(mode), false) => writeln!(out, "dns:       {} ({mode})", s.dns.join(" "))?,
+                _ => writeln!(out, "dns:       left alone")?,
             }
             if let Some(check) = &s.dns_check {
-                println!("dns check: {check}");
+                writeln!(out, "dns check: {check}")?;
             }
-            println!("reconnects: {}", s.reconnects);
+            writeln!(out, "reconnects: {}", s.reconnects)?;
             // Non-zero counters only, one line per stage: zeros are the normal case and noise.
             if let Some(stages) = s.counters.as_object() {
                 for (stage, counters) in stages {
@@ -232,10 +240,19 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
                         .filter(|(_, v)| v.as_u64().is_some_and(|n| n != 0))
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect();
-                    println!("{:<10} {}", format!("{stage}:"), nonzero.join(" "));
+                    writeln!(out, "{:<10} {}", format!("{stage}:"), nonzero.join(" "))?;
                 }
             }
         }
     }
-    Ok(())
+    emit(&out)
+}
+
+/// Prints `text`; a reader that went away (`status | head -1`) is not an error worth a panic.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
+    }
 }

@@ -90,7 +90,8 @@ pub struct ExecSpec {
     pub user: Option<String>,
     /// The tunnel's DNS servers (`up --dns`), reached through the TUN.
     pub dns: Vec<IpAddr>,
-    pub program: OsString,
+    /// `None`: the user's login shell (an interactive shell inside the tunnel).
+    pub program: Option<OsString>,
     pub args: Vec<OsString>,
 }
 
@@ -278,7 +279,8 @@ pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
     };
     tracing::debug!(user = %user.name, uid = %user.uid, %gid, ns = %spec.netns, masks = ?masks, resolv = %dst.display(), "exec");
 
-    let mut cmd = Command::new(&spec.program);
+    let program = spec.program.clone().unwrap_or_else(|| login_shell(&user.shell));
+    let mut cmd = Command::new(&program);
     cmd.args(&spec.args).env("HOME", &user.dir).env("USER", &user.name).env("LOGNAME", &user.name);
     // SAFETY: the closure only makes system calls on data prepared above (see ChildPlan).
     unsafe { cmd.pre_exec(move || child_setup(&plan)) };
@@ -292,9 +294,17 @@ pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
                 step: STEP_NAMES.get(usize::from(s).wrapping_sub(1)).copied().unwrap_or("?"),
                 source,
             },
-            _ => ExecError::Spawn { program: spec.program.clone(), source },
+            _ => ExecError::Spawn { program, source },
         }
     })
+}
+
+/// The shell `exec` starts when no command is given: the user's own, unless it is one of the
+/// "no login" placeholders (system users such as nobody), then /bin/sh.
+fn login_shell(shell: &Path) -> OsString {
+    let refuses = shell.as_os_str().is_empty()
+        || matches!(shell.file_name().and_then(|n| n.to_str()), Some("nologin" | "false" | "true"));
+    if refuses { OsString::from("/bin/sh") } else { shell.as_os_str().to_owned() }
 }
 
 fn lookup(choice: &UserChoice) -> Result<(User, Gid), ExecError> {
@@ -417,6 +427,14 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_command_means_the_users_shell_or_sh() {
+        assert_eq!(login_shell(Path::new("/bin/bash")), "/bin/bash");
+        assert_eq!(login_shell(Path::new("/usr/sbin/nologin")), "/bin/sh");
+        assert_eq!(login_shell(Path::new("/bin/false")), "/bin/sh");
+        assert_eq!(login_shell(Path::new("")), "/bin/sh");
+    }
     use std::collections::HashMap;
 
     fn pick(explicit: Option<&str>, pairs: &[(&str, &str)], real_uid: u32) -> Result<UserChoice, ExecError> {
