@@ -80,7 +80,7 @@ import json, sys
 s = json.load(sys.stdin)
 assert s["dns"] == ["192.0.2.2"], s["dns"]
 assert "file" in (s["dns_mode"] or ""), s["dns_mode"]
-assert (s["dns_check"] or "").startswith("dns: ok"), s["dns_check"]'
+assert (s["dns_check"] or "").startswith("ok ("), s["dns_check"]'
 }
 t_direct_lookup() { reset_leaks; mark_log; resolves && leaked && only_from 198.51.100.2; }
 t_no_leftovers() {

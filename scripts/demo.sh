@@ -19,7 +19,7 @@ CURRENT_SUITE=demo
 source netns-tests/lib.sh
 TMP=$(mktemp -d /tmp/smx-demo.XXXXXX)
 app="smx-app-$$"
-trap 'ip netns del "$app" 2>/dev/null; cleanup_all' EXIT
+trap 'ip netns del "$app" 2>/dev/null || true; cleanup_all' EXIT
 setup_topology "smx-demo-$$"
 setup_exit_nat
 start_exit nymtun0 51820

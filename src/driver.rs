@@ -239,8 +239,8 @@ fn setup_netns(cfg: &UpConfig, host: &mut Host, ns: &str, mtu: u16) -> Result<Se
 }
 
 /// Starts the end-to-end lookup through the tunnel (inside the namespace in per-app mode); the
-/// receiver yields the line to report. Any well-formed reply proves the path, even NXDOMAIN.
-fn start_dns_check(cfg: &UpConfig, transport: &Transport) -> Option<oneshot::Receiver<String>> {
+/// receiver yields its outcome. Any well-formed reply proves the path, even NXDOMAIN.
+fn start_dns_check(cfg: &UpConfig, transport: &Transport) -> Option<oneshot::Receiver<DnsOutcome>> {
     let servers = cfg.dns.clone()?;
     let name = cfg.dns_check_name.clone();
     // A mixnet round trip is ~0.7 s with loss to ride out; the local exit answers in ms.
@@ -251,8 +251,8 @@ fn start_dns_check(cfg: &UpConfig, transport: &Transport) -> Option<oneshot::Rec
     };
     let (tx, rx) = oneshot::channel();
     let describe = move |r: Result<Duration, dns_check::DnsCheckError>, name: &str| match r {
-        Ok(rtt) => format!("dns: ok ({name} answered through the tunnel in {} ms)", rtt.as_millis()),
-        Err(e) => format!("warning: {e}"),
+        Ok(rtt) => Ok(format!("ok ({name} answered through the tunnel in {} ms)", rtt.as_millis())),
+        Err(e) => Err(e.to_string()),
     };
     match cfg.netns.clone() {
         None => {
@@ -270,15 +270,18 @@ fn start_dns_check(cfg: &UpConfig, transport: &Transport) -> Option<oneshot::Rec
                     let r = rt.map_err(|e| e.to_string()).map(|rt| rt.block_on(dns_check::check_lookup(&servers, &name, timeout)));
                     match r {
                         Ok(r) => describe(r, &name),
-                        Err(e) => format!("warning: cannot run the DNS check: {e}"),
+                        Err(e) => Err(format!("cannot run the DNS check: {e}")),
                     }
                 });
-                let _ = tx.send(line.unwrap_or_else(|e| format!("warning: cannot run the DNS check: {e}")));
+                let _ = tx.send(line.unwrap_or_else(|e| Err(format!("cannot run the DNS check: {e}"))));
             });
         }
     }
     Some(rx)
 }
+
+/// How the DNS check ended: `ok (…)`, or why DNS does not work.
+type DnsOutcome = Result<String, String>;
 
 /// Opens the transport `cfg` asks for; returns it, the exit's name for messages, and the
 /// highest IPR protocol version to try (what the directory says the exit runs, else 10).
@@ -349,7 +352,7 @@ struct Running<'a> {
     dns: Option<Applied>,
     /// The DNS check's outcome, once known.
     dns_check: Option<String>,
-    dns_pending: Option<oneshot::Receiver<String>>,
+    dns_pending: Option<oneshot::Receiver<DnsOutcome>>,
 }
 
 impl Running<'_> {
@@ -481,9 +484,13 @@ impl Running<'_> {
     fn housekeep_dns(&mut self, report: &mut impl FnMut(&str)) {
         if let Some(rx) = &mut self.dns_pending {
             match rx.try_recv() {
-                Ok(line) => {
+                Ok(outcome) => {
+                    let (line, status) = match outcome {
+                        Ok(ok) => (format!("dns: {ok}"), ok),
+                        Err(e) => (format!("warning: {e}"), format!("failed: {e}")),
+                    };
                     report(&line);
-                    self.dns_check = Some(line);
+                    self.dns_check = Some(status);
                     self.dns_pending = None;
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
