@@ -174,7 +174,17 @@ fn apply(undo: &Undo) -> Result<(), String> {
     match undo {
         Undo::Ip { args } => run("ip", args).map(drop).map_err(|e| e.to_string()),
         Undo::Nft { args } => run("nft", args).map(drop).map_err(|e| e.to_string()),
-        Undo::DeleteNetns { name } => run("ip", &["netns", "del", name.as_str()]).map(drop).map_err(|e| e.to_string()),
+        Undo::DeleteNetns { name } => {
+            // Programs started there by `exec` keep running in a namespace with only `lo` left
+            // (the TUN died with our fd): cut off, not leaking. Say so rather than kill them.
+            if let Ok(pids) = run("ip", &["netns", "pids", name.as_str()]) {
+                let pids: Vec<&str> = pids.split_whitespace().collect();
+                if !pids.is_empty() {
+                    tracing::warn!("programs still running in namespace {name} (pids {}) have no network now", pids.join(" "));
+                }
+            }
+            run("ip", &["netns", "del", name.as_str()]).map(drop).map_err(|e| e.to_string())
+        }
         // Exact, across filesystems and onto bind mounts, and only over our own file
         // (see resolv_conf.rs).
         Undo::RestoreFile { path, backup } => super::resolv_conf::restore_file(path, backup).map(drop),
