@@ -83,7 +83,9 @@ counted_since() { (( $(session_bad_count) - $1 >= $2 )); }
 t_rules_left() { n "$c" ip rule show | grep -q 'lookup 29549'; }
 vpn() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" "$@"; }
 t_no_root() {
-	! n "$c" setpriv --reuid=65534 --regid=65534 --clear-groups env SMOLMIX_RUN_DIR="$TMP/run-nobody" \
+	# setpriv execs the binary itself: a program it started (env) could not reach a clone
+	# under a 0700 directory (mktemp -d) once the uid change has dropped every capability.
+	! n "$c" env SMOLMIX_RUN_DIR="$TMP/run-nobody" setpriv --reuid=65534 --regid=65534 --clear-groups \
 		"$SMX_BIN/smolmix-vpn" up --ipr udp://198.51.100.1:51820 --no-dns 2>"$TMP/noroot.err" &&
 	grep -qi 'root' "$TMP/noroot.err"
 }

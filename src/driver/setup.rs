@@ -91,15 +91,14 @@ pub(super) fn start_dns_check(cfg: &UpConfig, transport: &Transport) -> Option<o
             // Sockets belong to the namespace of the thread that makes them: a thread that
             // joined `ns`, with its own small runtime.
             tokio::task::spawn_blocking(move || {
-                let line = netns::in_netns(&ns, move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                    let r = rt.map_err(|e| e.to_string()).map(|rt| rt.block_on(dns_check::check_lookup(&servers, &name, timeout)));
-                    match r {
-                        Ok(r) => describe(r, &name),
-                        Err(e) => Err(format!("cannot run the DNS check: {e}")),
-                    }
+                let outcome = netns::in_netns(&ns, move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("cannot run the DNS check: {e}"))?;
+                    describe(rt.block_on(dns_check::check_lookup(&servers, &name, timeout)), &name)
                 });
-                let _ = tx.send(line.unwrap_or_else(|e| Err(format!("cannot run the DNS check: {e}"))));
+                let _ = tx.send(outcome.unwrap_or_else(|e| Err(format!("cannot run the DNS check: {e}"))));
             });
         }
     }
