@@ -95,12 +95,14 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
             }
         };
         driver::up(cfg, shutdown, |line| {
+            // Never println!: it panics once the reader is gone (`up | head -1`), and a panic
+            // here would skip the rollback. A lost report line is not worth the host's state.
             use std::io::Write;
             if line.starts_with("warning:") {
-                eprintln!("smolmix-vpn: {line}");
+                let _ = writeln!(std::io::stderr(), "smolmix-vpn: {line}");
             } else {
-                println!("{line}");
-                let _ = std::io::stdout().flush();
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
             }
         })
         .await
