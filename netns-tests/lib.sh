@@ -127,10 +127,16 @@ start_inet() {
 	wait_for 10 n "$i" dig +short +time=1 +tries=1 @192.0.2.2 smolmix.test
 }
 
-# start_client ARGS...: smolmix-vpn up in ns $c; waits for its "connected" line.
+# start_client ARGS...: smolmix-vpn up in ns $c; waits for its "connected" line. It runs under
+# `ip netns exec` (which binds /etc/netns/$c/resolv.conf over /etc/resolv.conf), or with
+# CLIENT_NET_ONLY=1 under `nsenter --net`, joining only the network namespace: in per-app mode
+# the namespace `up --netns` creates (a mount under /run/netns) must stay visible to later
+# commands, as on a real host, and `ip netns exec` would keep it in a private mount namespace.
 start_client() {
+	local enter=(ip netns exec "$c")
+	[[ -z ${CLIENT_NET_ONLY:-} ]] || enter=(nsenter --net="/run/netns/$c")
 	: >"$TMP/client.out"    # an old "connected" line must not count as readiness
-	ip netns exec "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
+	"${enter[@]}" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
 	CLIENT_PID=$!
 	wait_for 30 grep -q '^connected' "$TMP/client.out" || { echo "client did not connect:" >&3; cat "$TMP/client.err" >&3; return 1; }
 }

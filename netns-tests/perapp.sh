@@ -26,19 +26,12 @@ start_inet
 PROBE=$(cd "$(dirname "$0")" && pwd)/unix_probe.py
 PY=/usr/bin/python3    # what uid 65534 can run (a pyenv shim under /root is not readable)
 
-# smolmix-vpn joins only ns client's network namespace (nsenter --net), not a mount namespace
-# of its own as under `ip netns exec`: the namespace `up --netns` creates (a mount under
-# /run/netns) must be visible to every later `exec` and `down`, as it is on a real host.
+# smolmix-vpn joins only ns client's network namespace (see start_client in lib.sh).
+CLIENT_NET_ONLY=1
 on_client() { nsenter --net="/run/netns/$c" "$@"; }
 vpn() { on_client env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" "$@"; }
 # vx ARGS: `smolmix-vpn exec` as run under `sudo` by uid 65534 (SUDO_UID picks the user).
 vx() { on_client env SMOLMIX_RUN_DIR="$TMP/run" SUDO_UID=65534 SUDO_GID=65534 "$SMX_BIN/smolmix-vpn" exec "$@"; }
-start_app_client() {
-	: >"$TMP/client.out"
-	nsenter --net="/run/netns/$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
-	CLIENT_PID=$!
-	wait_for 30 grep -q '^connected' "$TMP/client.out" || { echo "client did not connect:" >&3; cat "$TMP/client.err" >&3; return 1; }
-}
 
 # The leak oracle: every packet leaving ns client by its physical link, except the transport
 # itself (UDP to the exit's port) and the link's own neighbour discovery / MLD chatter.
@@ -166,7 +159,7 @@ t_ns_gone() { [[ ! -e /run/netns/$1 ]] && ! ip netns list | grep -q "^$1\( \|$\)
 host_state >"$TMP/host.before" 2>&1
 
 pretty "$c" "up --netns $app"
-start_app_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2 --dns-check-name smolmix.test
+start_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2 --dns-check-name smolmix.test
 check "up says the TUN is up inside namespace $app" grep -q "smx0 in namespace $app is up" "$TMP/client.out"
 check "the DNS check passed from inside the namespace" wait_for 10 grep -q '^dns: ok' "$TMP/client.out"
 check "the namespace holds only lo and the TUN" t_only_tun "$app"
@@ -203,7 +196,7 @@ ip netns add "$app2"
 ip -n "$app2" link add smxd0 type veth peer name smxd1
 check "an existing namespace with another interface is refused, naming it, and left as it was" t_refuse_busy
 ip -n "$app2" link del smxd0
-start_app_client --ipr udp://198.51.100.1:51820 --netns "$app2" --ipv6 off --dns 192.0.2.2
+start_client --ipr udp://198.51.100.1:51820 --netns "$app2" --ipv6 off --dns 192.0.2.2
 check "IPv4 goes through the tunnel" vx -- curl -sS --max-time 10 -o /dev/null "http://192.0.2.2/mid.bin?v6off"
 leak_reset
 check "--ipv6 off: curl -6 inside fails in under 1 s (unreachable, not a hang)" t_v6_fast_fail
@@ -214,7 +207,7 @@ check "host configuration unchanged" t_host_same
 ip netns del "$app2"
 
 pretty "$c" "crash"
-start_app_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2
+start_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2
 kill -9 "$CLIENT_PID"; wait "$CLIENT_PID" 2>/dev/null || true
 check "after SIGKILL the namespace is still there (positive control)" test -e "/run/netns/$app"
 check "smolmix-vpn down removes it" vpn down

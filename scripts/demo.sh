@@ -45,14 +45,10 @@ if [[ -t 0 ]]; then
 fi
 stop_client && pretty "$c" "tunnel stopped cleanly"
 
-# Per-app mode. nsenter joins only ns client's network namespace (ip netns exec would also give
-# smolmix-vpn a private mount namespace, hiding the namespace it creates from later commands).
+# Per-app mode, with smolmix-vpn in ns client's network namespace only (lib.sh, start_client).
+CLIENT_NET_ONLY=1
 pretty "$c" "smolmix-vpn up --netns $app: the tunnel for one namespace only"
-: >"$TMP/client.out"
-nsenter --net="/run/netns/$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up \
-	--ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2 >"$TMP/client.out" 2>"$TMP/client.err" &
-CLIENT_PID=$!
-wait_for 30 grep -q '^connected' "$TMP/client.out"
+start_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2
 cat "$TMP/client.out"
 vx() { nsenter --net="/run/netns/$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" exec --user nobody "$@"; }
 pretty "$app" "smolmix-vpn exec --user nobody -- curl http://192.0.2.2/: the server sees the exit"
