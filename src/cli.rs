@@ -121,8 +121,9 @@ pub struct UpArgs {
     #[arg(long, value_enum, default_value_t = TrafficProfile::Default)]
     pub traffic: TrafficProfile,
 
-    /// Reply SURBs sent with each message. Ignored by udp:// exits.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100))]
+    /// Reply SURBs sent with each message (1-100; the exit can only answer through them).
+    /// Ignored by udp:// exits.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub surbs: u32,
 
     /// Keep the mixnet identity (keys, gateway registration) in DIR; default: a new one per run.
@@ -273,6 +274,7 @@ mod tests {
             &["up", "--ipr", "tcp://1.2.3.4:5"],
             &["up", "--dns", "1.1.1.1", "--no-dns"],
             &["up", "--surbs", "1000"],
+            &["up", "--surbs", "0"],
             &["up", "--netns", "a/b"],
             &["up", "--netns", "app", "--route", "192.0.2.0/24"],
             &["up", "--netns", "app", "--exclude", "192.0.2.0/24"],

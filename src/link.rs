@@ -94,7 +94,7 @@ pub async fn connect(
 /// Sends every message the session has ready.
 pub async fn flush_transmit(session: &mut Session, transport: &mut Transport) {
     while let Some(msg) = session.poll_transmit() {
-        transport.send(msg).await;
+        transport.send(msg.bytes, msg.kind).await;
         session.pop_transmit();
     }
 }

@@ -52,7 +52,8 @@ mod tests;
 pub use bundle::{Bundler, Unbundler, BUNDLE_BUDGET};
 pub use lp::{LpHeader, MsgType, LP_HEADER_LEN};
 pub use message::{ConnectDenial, MessageError};
-pub use session::{Event, Packets, Session, SessionConfig, SessionStats};
+pub use session::{Event, Packets, Session, SessionConfig, SessionStats, Transmit};
+pub use transmit::Kind as MessageKind;
 
 /// Why a session could not be established.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

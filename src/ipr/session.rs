@@ -63,6 +63,13 @@ impl SessionConfig {
     }
 }
 
+/// One whole message for the transport: the bytes to send and what they carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    pub bytes: &'a [u8],
+    pub kind: Kind,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Connected {
@@ -275,8 +282,8 @@ impl Session {
     }
 
     /// The oldest finished message, LP header included. Call `pop_transmit` once it is sent.
-    pub fn poll_transmit(&self) -> Option<&[u8]> {
-        self.ring.front()
+    pub fn poll_transmit(&self) -> Option<Transmit<'_>> {
+        self.ring.front().map(|(bytes, kind)| Transmit { bytes, kind })
     }
 
     pub fn pop_transmit(&mut self) {
@@ -364,6 +371,17 @@ impl Session {
                 self.push_event(Event::Disconnected);
             }
         }
+    }
+
+    /// Gives the session up without a word to the exit (it is unresponsive or refused us):
+    /// nothing queued is sent, no timer runs, whatever still arrives is dropped and counted.
+    pub fn close(&mut self) {
+        if let Some(buf) = self.cur.take() {
+            self.ring.recycle(buf);
+        }
+        self.cur_packets = 0;
+        self.ring.clear();
+        self.phase = Phase::Closed;
     }
 
     // ---- internals ----

@@ -23,6 +23,8 @@ pub const BUF_CAPACITY: usize = 2048;
 /// Buffers larger than this are not recycled.
 pub const KEEP_CAPACITY_MAX: usize = 4096;
 
+/// What a queued message carries: control messages (connect, disconnect) ask for a reply at
+/// once, which the transport may need to provision for (reply SURBs on the mixnet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Control,
@@ -107,11 +109,11 @@ impl TxRing {
         outcome
     }
 
-    /// The oldest queued message.
-    pub fn front(&self) -> Option<&[u8]> {
+    /// The oldest queued message and its kind.
+    pub fn front(&self) -> Option<(&[u8], Kind)> {
         self.queue
             .front()
-            .map(|s| s.buf.get(s.start..).unwrap_or(&[]))
+            .map(|s| (s.buf.get(s.start..).unwrap_or(&[]), s.kind))
     }
 
     /// Remove the oldest message; returns its length and kind.
@@ -121,6 +123,11 @@ impl TxRing {
         let kind = slot.kind;
         self.recycle(slot.buf);
         Some((len, kind))
+    }
+
+    /// Drops every queued message (their buffers go back to the pool).
+    pub fn clear(&mut self) {
+        while self.pop().is_some() {}
     }
 
     pub fn len(&self) -> usize {
@@ -149,9 +156,9 @@ mod tests {
         assert_eq!(r.push(b, 2, Kind::Data), Pushed::Queued);
         let b = msg(&mut r, 2);
         r.push(b, 1, Kind::Control);
-        assert_eq!(r.front(), Some(&[1u8][..]));
+        assert_eq!(r.front(), Some((&[1u8][..], Kind::Data)));
         assert_eq!(r.pop(), Some((1, Kind::Data)));
-        assert_eq!(r.front(), Some(&[0u8, 2][..]));
+        assert_eq!(r.front(), Some((&[0u8, 2][..], Kind::Control)));
         assert_eq!(r.pop(), Some((2, Kind::Control)));
         assert_eq!(r.pop(), None);
         assert_eq!(r.free.len(), 2, "both buffers back in the pool");
@@ -175,7 +182,7 @@ mod tests {
         assert_eq!(r.push(b, 2, Kind::Data), Pushed::EvictedOldest);
         assert_eq!(r.len(), TX_RING_CAP);
         let order: Vec<u8> = std::iter::from_fn(|| {
-            let f = r.front().map(|m| m[0]);
+            let f = r.front().map(|(m, _)| m[0]);
             r.pop();
             f
         })

@@ -23,6 +23,8 @@ pub mod udp;
 
 pub use udp::UdpTransport;
 
+use crate::ipr::MessageKind;
+
 /// A transport towards one IPR exit.
 #[derive(Debug)]
 pub enum Transport {
@@ -50,13 +52,16 @@ impl Transport {
         }
     }
 
-    /// Sends one message; failures are counted by the transport, never fatal.
-    pub async fn send(&mut self, msg: &[u8]) {
+    /// Sends one message; failures are counted by the transport, never fatal. `kind` tells a
+    /// control message (which expects an answer at once) from data.
+    pub async fn send(&mut self, msg: &[u8], kind: MessageKind) {
         match self {
             Transport::Udp(t) => t.send(msg).await,
             #[cfg(feature = "mixnet")]
-            Transport::Mixnet(t) => t.send(msg).await,
+            Transport::Mixnet(t) => t.send(msg, kind).await,
         }
+        #[cfg(not(feature = "mixnet"))]
+        let _ = kind;
     }
 
     /// Addresses this transport itself talks to (the local exit, or the mixnet entry

@@ -192,14 +192,28 @@ impl Tunnel {
 
     /// A tunnel over a mixnet client the caller built (its own traffic profile, identity or
     /// network), to the IPR at `ipr`, which must be a Nym address. Reply SURBs: 4 per message.
+    /// The exit's release is looked up in mainnet's directory; use
+    /// [`Tunnel::from_client_with`] for a client of another network.
     #[cfg(feature = "mixnet")]
     pub async fn from_client(client: MixnetClient, ipr: IprAddr) -> Result<Tunnel, TunnelError> {
+        Tunnel::from_client_with(client, ipr, MixnetOptions::default()).await
+    }
+
+    /// [`Tunnel::from_client`] with options: the reply SURBs per message, and the directory
+    /// (`nym_api_urls`) in which the exit's release is looked up, so that the tunnel speaks the
+    /// exit's protocol at once. The client's own settings (traffic profile, identity, network)
+    /// are the caller's; the options' `traffic` and `storage_dir` are not used here.
+    #[cfg(feature = "mixnet")]
+    pub async fn from_client_with(
+        client: MixnetClient,
+        ipr: IprAddr,
+        options: MixnetOptions,
+    ) -> Result<Tunnel, TunnelError> {
         use crate::transport::mixnet::{MixnetError, MixnetTransport};
         let IprAddr::Nym(address) = ipr else {
             return Err(MixnetError::BadAddress(format!("{ipr} (a mixnet client needs a Nym address)")).into());
         };
-        let surbs = MixnetOptions::default().reply_surbs;
-        let t = MixnetTransport::from_client(client, &address, surbs)?;
+        let t = MixnetTransport::from_client(client, &address, &options).await?;
         Tunnel::start(Transport::Mixnet(t), address, DEFAULT_TCP_CONNECT_TIMEOUT).await
     }
 

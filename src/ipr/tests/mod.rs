@@ -29,7 +29,7 @@ fn secs(n: u64) -> Duration {
 fn drain(s: &mut Session) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(m) = s.poll_transmit() {
-        out.push(m.to_vec());
+        out.push(m.bytes.to_vec());
         s.pop_transmit();
     }
     out
@@ -315,3 +315,20 @@ fn nothing_flows_before_connect() {
 }
 
 mod traffic;
+
+#[test]
+fn a_closed_session_sends_nothing_runs_no_timer_and_drops_data() {
+    let t0 = Instant::now();
+    let mut s = connected(t0);
+    s.send_ip(&[0x45; 60], t0);
+    s.flush();
+    s.send_ip(&[0x45; 60], t0); // a partial bundle too
+    s.close();
+    assert!(s.poll_transmit().is_none(), "queued and partial data are dropped");
+    assert_eq!(s.poll_timeout(), None, "no keepalive, no dead-exit verdict");
+    let got = s.handle_message(&frame(1, &data_response(10, &[&[0x45; 20]])), t0 + secs(1)).count();
+    assert_eq!(got, 0);
+    assert_eq!(s.stats().data_not_connected_in, 1);
+    s.handle_timeout(t0 + secs(3600));
+    assert!(events(&mut s).is_empty());
+}

@@ -293,7 +293,7 @@ fn bundles_respect_the_budget_and_big_packets_go_alone() {
 fn transmit_ring_is_bounded_and_keeps_control() {
     let t0 = Instant::now();
     let mut s = Session::new(cfg(), t0);
-    let (_, id) = connect_id(s.poll_transmit().unwrap()); // connect stays queued (not popped)
+    let (_, id) = connect_id(s.poll_transmit().unwrap().bytes); // connect stays queued (not popped)
     s.handle_message(&frame(0, &connect_ok_v10(id)), t0);
     for _ in 0..TX_RING_CAP + 50 {
         s.send_ip(&[0x45; 1400], t0);

@@ -31,7 +31,9 @@ use tokio::task::JoinHandle;
 
 use super::discovery::{lookup_protocol, unreachable};
 use super::gateway::{GatewayWatch, TOPOLOGY_REFRESH};
+use super::options::CONTROL_REPLY_SURBS;
 use super::{error_chain, parse_recipient, MixnetClient, MixnetError, MixnetOptions};
+use crate::ipr::MessageKind;
 
 /// Downlink messages buffered between the client and the driver: ~1 s of a saturated
 /// downlink at 4 000 messages/s, far beyond what SURB supply allows (performance.md §1.6).
@@ -156,6 +158,14 @@ pub(crate) fn input_message(ipr: Recipient, msg: &[u8], reply_surbs: u32) -> Inp
     InputMessage::new_anonymous(ipr, msg.to_vec(), reply_surbs, TransmissionLane::General, None)
 }
 
+/// Reply SURBs attached to a message of `kind`.
+pub(crate) fn surbs_for(kind: MessageKind, reply_surbs: u32) -> u32 {
+    match kind {
+        MessageKind::Control => reply_surbs.max(CONTROL_REPLY_SURBS),
+        MessageKind::Data => reply_surbs,
+    }
+}
+
 pub struct MixnetTransport {
     sender: MixnetClientSender,
     ipr: Recipient,
@@ -185,6 +195,7 @@ impl MixnetTransport {
     /// directory is reachable, within `directory_timeout`), then builds and connects our own
     /// client: ephemeral or persistent storage, `DebugConfig` from the traffic profile.
     pub async fn connect(ipr: &str, opts: &MixnetOptions) -> Result<Self, MixnetError> {
+        opts.validate()?;
         let recipient = parse_recipient(ipr)?;
         let hint = lookup_protocol(opts, recipient.gateway()).await?;
         let gateway = Arc::new(GatewayWatch::default());
@@ -207,13 +218,24 @@ impl MixnetTransport {
 
     /// Wraps a caller-built client (`Tunnel::from_client`). Needs a tokio runtime. The client
     /// must still be in message mode (no `open_stream`/`listener` call: those switch it to
-    /// stream mode for good and `recv` would report it stopped). The exit's protocol version is
-    /// unknown here (no directory), so `ipr_version_hint` is `None`; the session probes v10→v9.
-    pub fn from_client(client: MixnetClient, ipr: &str, reply_surbs: u32) -> Result<Self, MixnetError> {
+    /// stream mode for good and `recv` would report it stopped). The exit's release is looked up
+    /// in the directory of `opts`, so that a v9 exit is not first asked for v10 (a 15 s wait);
+    /// if that directory cannot be asked, the session probes v10 then v9 by itself.
+    pub async fn from_client(client: MixnetClient, ipr: &str, opts: &MixnetOptions) -> Result<Self, MixnetError> {
+        opts.validate()?;
         let recipient = parse_recipient(ipr)?;
+        let hint = match lookup_protocol(opts, recipient.gateway()).await {
+            Ok(hint) => hint,
+            Err(MixnetError::DirectoryUnreachable { url, reason }) => {
+                tracing::warn!(%url, %reason, "cannot look the exit up; probing IPR v10, then v9");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let gateway = Arc::new(GatewayWatch::default());
         gateway.set_fd(client.gateway_connection().gateway_ws_fd);
-        Self::start(client, recipient, reply_surbs, None, gateway)
+        gateway.refresh(&client).await;
+        Self::start(client, recipient, opts.reply_surbs, hint, gateway)
     }
 
     fn start(
@@ -254,9 +276,11 @@ impl MixnetTransport {
     }
 
     /// Sends one message; a failure is counted and logged, never returned (the session
-    /// notices a dead exit; a stopped client also ends `recv`).
-    pub async fn send(&mut self, msg: &[u8]) {
-        match self.sender.send(input_message(self.ipr, msg, self.reply_surbs)).await {
+    /// notices a dead exit; a stopped client also ends `recv`). A control message carries
+    /// enough SURBs for the IPR to answer at once (see [`CONTROL_REPLY_SURBS`]).
+    pub async fn send(&mut self, msg: &[u8], kind: MessageKind) {
+        let surbs = surbs_for(kind, self.reply_surbs);
+        match self.sender.send(input_message(self.ipr, msg, surbs)).await {
             Ok(()) => {
                 self.counters.messages_out.fetch_add(1, Relaxed);
                 self.counters.bytes_out.fetch_add(msg.len() as u64, Relaxed);
@@ -339,7 +363,10 @@ async fn finish<S>(
 where
     S: MixnetClientStorage + Clone + 'static,
 {
+    // Gateways are dialled by IP address only: a reconnect in a full tunnel must not depend on
+    // resolving the gateway's hostname, i.e. on DNS through the very tunnel being repaired.
     b.network_details(net)
+        .no_hostname(true)
         .debug_config(opts.debug_config())
         .custom_shutdown(tracker)
         .with_connection_fd_callback(on_fd)

@@ -135,12 +135,16 @@ pub async fn best_ipr(opts: &MixnetOptions) -> Result<ExitInfo, MixnetError> {
 }
 
 /// The IPR protocol of the exit gateway `gateway` (from its release in the directory).
-/// `Ok(None)` if the directory does not list it or its version does not parse: the session
-/// then tries v10 and falls back to v9 by itself.
+/// `Ok(None)` if the directory does not list it: the session then tries v10 and falls back to
+/// v9 by itself. A release older than 1.30.0 speaks neither v9 nor v10 (no LP framing) and
+/// would ignore every Connect; it is refused here rather than after a 75 s silence.
 pub(crate) async fn lookup_protocol(opts: &MixnetOptions, gateway: NodeIdentity) -> Result<Option<u8>, MixnetError> {
     let client = api_client!(opts);
     match tokio::time::timeout(opts.directory_timeout, sdk::lookup_node_version(&client, gateway)).await {
-        Ok(Ok(v)) => Ok(ipr_protocol(&v)),
+        Ok(Ok(v)) => match ipr_protocol(&v) {
+            Some(p) => Ok(Some(p)),
+            None => Err(MixnetError::ExitTooOld { version: v.to_string() }),
+        },
         Ok(Err(nym_sdk::Error::NoGatewayAvailable)) => Ok(None),
         Ok(Err(e)) => Err(unreachable(opts, error_chain(&e))),
         Err(_) => Err(unreachable(opts, timeout_reason(opts.directory_timeout))),

@@ -46,6 +46,12 @@ pub enum MixnetError {
     /// The directory answered but lists no exit we could use.
     #[error("the Nym directory lists no usable IPR exit (exit gateways with the IPR role, release >= 1.30.0, performance > 0)")]
     NoExits,
+    /// The exit runs a release that speaks no IPR protocol we do (LP framing came with v9).
+    #[error("the exit runs nym-node {version}, which predates IPR protocol v9 (nym-node 1.30.0): it cannot carry this tunnel; pick another exit (smolmix-vpn exits)")]
+    ExitTooOld { version: String },
+    /// Zero reply SURBs: the IPR could never answer (it replies only through SURBs we send).
+    #[error("at least one reply SURB per message is needed: the exit answers only through the SURBs it is sent")]
+    NoReplySurbs,
     /// The `--ipr` value is not a Nym recipient.
     #[error("not a Nym address (<identity>.<encryption-key>@<gateway>, base58): {0}")]
     BadAddress(String),

@@ -36,8 +36,14 @@ pub const FAST_MESSAGE_SENDING_AVERAGE_DELAY: Duration = Duration::from_millis(4
 pub const FAST_AVERAGE_PACKET_DELAY: Duration = Duration::from_millis(10);
 pub const FAST_LOOP_COVER_AVERAGE_DELAY: Duration = Duration::from_millis(2_000_000);
 
-/// Default reply SURBs per message (issue 3 point 1; ipr-protocol.md §4.5).
+/// Default reply SURBs per data message (ipr-protocol.md §4.5).
 pub const DEFAULT_REPLY_SURBS: u32 = 4;
+/// Reply SURBs on a control message (Connect, Disconnect). The IPR keeps the first 10 SURBs of
+/// a sender in reserve and answers only with SURBs above that (nym-node's service-provider
+/// config: threshold 10); with fewer it first spends the reserve asking us for more, one extra
+/// mixnet round trip before the Connect is answered. 20 is what upstream's own IPR client
+/// sends with its Connect. See ARCHITECTURE.md, "What the real IPR expects".
+pub const CONTROL_REPLY_SURBS: u32 = 20;
 /// The directory must answer within this, so that `up`/`exits` fail within 15 s offline.
 pub const DEFAULT_DIRECTORY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Gateway registration is one websocket handshake plus a key exchange; 30 s covers a slow
@@ -97,6 +103,14 @@ impl MixnetOptions {
             cfg.cover_traffic.loop_cover_traffic_average_delay = FAST_LOOP_COVER_AVERAGE_DELAY;
         }
         cfg
+    }
+
+    /// Refuses options that can never work.
+    pub fn validate(&self) -> Result<(), MixnetError> {
+        if self.reply_surbs == 0 {
+            return Err(MixnetError::NoReplySurbs);
+        }
+        Ok(())
     }
 
     /// The directory URLs, for error messages.

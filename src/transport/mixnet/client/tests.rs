@@ -30,6 +30,22 @@ fn default_options_send_four_surbs() {
     assert!(matches!(m, InputMessage::Anonymous { reply_surbs: 4, .. }));
 }
 
+#[test]
+fn control_messages_carry_enough_surbs_for_an_immediate_answer() {
+    // The IPR answers only with SURBs above its reserve of 10.
+    assert!(surbs_for(MessageKind::Control, 4) > 10);
+    assert_eq!(surbs_for(MessageKind::Control, 4), CONTROL_REPLY_SURBS);
+    assert_eq!(surbs_for(MessageKind::Control, 50), 50, "never fewer than asked for");
+    assert_eq!(surbs_for(MessageKind::Data, 4), 4);
+}
+
+#[test]
+fn zero_reply_surbs_are_refused() {
+    let o = MixnetOptions { reply_surbs: 0, ..Default::default() };
+    assert!(matches!(o.validate(), Err(MixnetError::NoReplySurbs)));
+    assert!(MixnetOptions::default().validate().is_ok());
+}
+
 #[tokio::test]
 async fn queue_is_bounded_and_counts_drops() {
     let counters = Arc::new(Counters::default());
