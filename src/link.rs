@@ -52,6 +52,7 @@ pub fn session_config(transport: &Transport, max_version: u8) -> SessionConfig {
         v9_timeout: v9,
         keepalive_idle: Duration::from_secs(15),
         dead_after: Duration::from_secs(45),
+        probe_timeout: Duration::from_secs(15),
     }
 }
 
@@ -91,6 +92,43 @@ pub async fn connect(
     }
 }
 
+/// How long a clean stop waits for the exit to confirm the Disconnect. The confirmation proves
+/// the Disconnect arrived, so the IPR freed our addresses at once rather than after its 60 s
+/// idle sweep; a mixnet round trip takes about a second (the default profile), and the
+/// Disconnect may queue behind data still in the mixnet client.
+pub const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
+
+/// Says goodbye: queues the Disconnect, sends it, and waits up to [`DISCONNECT_GRACE`] for the
+/// exit's confirmation. Returns whether it came. Whatever else arrives meanwhile is dropped
+/// (the caller is closing).
+pub async fn disconnect(session: &mut Session, transport: &mut Transport, rx: &mut [u8]) -> bool {
+    if !session.is_connected() {
+        return false; // nothing to free at the exit
+    }
+    session.disconnect();
+    let give_up = Instant::now() + DISCONNECT_GRACE;
+    loop {
+        if tokio::time::timeout_at(give_up, flush_transmit(session, transport)).await.is_err() {
+            return false;
+        }
+        while let Some(ev) = session.poll_event() {
+            // Within the grace period only the exit's reply ends `Disconnecting` (the session's
+            // own timeout is the connect timeout, 5 s or more).
+            if ev == Event::Disconnected {
+                return true;
+            }
+        }
+        tokio::select! {
+            r = transport.recv(rx) => match r {
+                Ok(n) => session.handle_message(&rx[..n], Instant::now().into_std()).for_each(drop),
+                Err(_) => return false,
+            },
+            () = sleep_until(give_up) => return false,
+            () = sleep_opt(session.poll_timeout().map(Instant::from_std)) => session.handle_timeout(Instant::now().into_std()),
+        }
+    }
+}
+
 /// Sends every message the session has ready.
 pub async fn flush_transmit(session: &mut Session, transport: &mut Transport) {
     while let Some(msg) = session.poll_transmit() {
@@ -104,5 +142,69 @@ pub async fn sleep_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// When to try again after the exit or the transport was lost: the first retry at once, then
+/// exponentially spaced (1 s, 2 s, 4 s, … up to [`Backoff::CAP`]), each delay jittered by ±25 %
+/// so that many clients of one restarted exit do not come back in step. A success resets it.
+/// An exit that refuses us is asked again at most once a minute, not once a round trip.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The second retry waits this long; each further one twice as long as the last.
+    pub const FIRST: Duration = Duration::from_secs(1);
+    /// No retry waits longer than this (before jitter).
+    pub const CAP: Duration = Duration::from_secs(60);
+
+    /// The delay before the next attempt; `jitter` in 0.0..1.0 (a random draw).
+    pub fn next_delay(&mut self, jitter: f64) -> Duration {
+        let n = self.failures;
+        self.failures = self.failures.saturating_add(1);
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let base = Self::FIRST.saturating_mul(1u32 << (n - 1).min(16)).min(Self::CAP);
+        base.mul_f64(0.75 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+
+    /// Attempts that failed in a row (the status shows it).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_once_doubles_and_caps() {
+        let mut b = Backoff::default();
+        let mid: Vec<u64> = (0..10).map(|_| b.next_delay(0.5).as_secs()).collect();
+        assert_eq!(mid, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(b.failures(), 10);
+        b.reset();
+        assert_eq!(b.next_delay(0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_a_quarter() {
+        let mut lo = Backoff::default();
+        let mut hi = Backoff::default();
+        for _ in 0..5 {
+            let (a, b) = (lo.next_delay(0.0), hi.next_delay(1.0));
+            assert!(a <= b);
+        }
+        assert_eq!(lo.next_delay(0.0), Duration::from_secs(12)); // 16 s × 0.75
+        assert_eq!(hi.next_delay(1.0), Duration::from_secs(20)); // 16 s × 1.25
+        assert_eq!(Backoff { failures: 40 }.next_delay(7.0), Duration::from_secs(75), "clamped jitter, capped base");
     }
 }

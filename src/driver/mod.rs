@@ -13,6 +13,10 @@
 //!   (per-app: namespace ──▶ TUN moved into it; host routes and DNS untouched)
 //!   SIGINT/SIGTERM ──▶ Disconnect to the exit ──▶ journal rolled back ──▶ exit 0
 //! ```
+//!
+//! Losing the exit or the transport never opens the host: the TUN, routes and DNS stay, so
+//! packets are dropped, not sent around the tunnel, while a new session (or, when the mixnet
+//! client itself stopped, a new transport) is set up with [`Backoff`] between attempts.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -25,7 +29,7 @@ use tokio::time::Instant;
 use tun_rs::AsyncDevice;
 
 use crate::ipr::{Event, Session};
-use crate::link::{self, flush_transmit, sleep_opt, Allocation, ConnectError};
+use crate::link::{self, flush_transmit, sleep_opt, Allocation, Backoff, ConnectError};
 use crate::pipeline::{self, Action, Pipeline};
 use crate::system::dns::{Applied, DnsError};
 use crate::system::host::{Host, HostError};
@@ -107,6 +111,28 @@ pub enum DriverError {
     TransportIo(std::io::Error),
 }
 
+/// What the exit connection gave `up`: the transport, the exit's name for messages, the
+/// highest IPR protocol version to ask for, and the session with its allocation.
+struct Opened {
+    transport: Transport,
+    exit: String,
+    max_version: u8,
+    session: Session,
+    alloc: Allocation,
+}
+
+/// Opens the transport and connects the session: everything `up` needs from the exit.
+async fn open_link(cfg: &UpConfig, rx: &mut [u8], gateway: Option<&str>) -> Result<Opened, DriverError> {
+    let (mut transport, exit, max_version) = open_transport(cfg, gateway).await?;
+    match link::connect(&mut transport, rx, max_version).await {
+        Ok((session, alloc)) => Ok(Opened { transport, exit, max_version, session, alloc }),
+        Err(source) => {
+            transport.shutdown().await;
+            Err(DriverError::Connect { exit, source })
+        }
+    }
+}
+
 /// Connects to the exit, brings the tunnel up, runs until `shutdown` resolves, and undoes every
 /// host change. `report` gets the lines a user should see: `connected …` once traffic can
 /// flow, then `dns: ok …` or `warning: …` when the DNS check ends.
@@ -116,19 +142,17 @@ pub async fn up(
     mut report: impl FnMut(&str),
 ) -> Result<(), DriverError> {
     let mut shutdown = pin!(shutdown);
-    let opened = tokio::select! {
-        r = open_transport(&cfg) => r?,
-        () = &mut shutdown => return Ok(()),
-    };
-    let (mut transport, exit_name, max_version) = opened;
+    // The directory's addresses, learnt while the host's own DNS still works: should the
+    // transport have to be rebuilt, the directory must be reachable around the dead tunnel.
+    let directory = directory_addrs(&cfg).await;
 
     // 1. Talk to the exit before touching the host: a dead exit must leave nothing behind.
     let mut rx = vec![0u8; MAX_MESSAGE];
-    let connect = link::connect(&mut transport, &mut rx, max_version);
-    let (mut session, alloc) = tokio::select! {
-        r = connect => r.map_err(|source| DriverError::Connect { exit: exit_name.clone(), source })?,
+    let opened = tokio::select! {
+        r = open_link(&cfg, &mut rx, None) => r?,
         () = &mut shutdown => return Ok(()),
     };
+    let Opened { mut transport, exit: exit_name, max_version, mut session, alloc } = opened;
     let mtu = cfg.mtu_override.unwrap_or(alloc.mtu_or_default());
 
     // 2. Host changes, each journalled before it is made.
@@ -168,6 +192,11 @@ pub async fn up(
         mtu,
         since: Some(unix_now()),
         reconnects: 0,
+        backoff: Backoff::default(),
+        retry_at: None,
+        lost_at: None,
+        directory,
+        path_changes: 0,
         tun_buf: vec![0u8; MAX_PACKET],
         dns_check: None,
         dns_pending: None,
@@ -180,11 +209,23 @@ pub async fn up(
     state.dns_pending = start_dns_check(&cfg, &transport);
     state.write_status("connected", &session, &transport);
 
-    let result = state.run(&mut session, &mut transport, &mut rx, shutdown, &mut report).await;
+    let result = loop {
+        let r = state.run(&mut session, &mut transport, &mut rx, shutdown.as_mut(), &mut report).await;
+        let Err(DriverError::TransportIo(e)) = r else { break r };
+        // The transport itself is gone (the mixnet client stops after ~50 s without its
+        // gateway). The host stays closed while a new one is built.
+        tracing::warn!(error = %e, "the transport to {} stopped; building a new one", state.exit);
+        report(&format!("warning: lost the connection to the exit ({e}); reconnecting"));
+        let gateway = transport.entry_gateway();
+        match state.reopen(&mut session, &transport, &mut rx, shutdown.as_mut(), gateway.as_deref()).await? {
+            Some(new) => std::mem::replace(&mut transport, new).shutdown().await,
+            None => break Ok(()),
+        }
+    };
 
     // 3. Clean stop: tell the exit (best effort), then undo every host change.
-    session.disconnect();
-    flush_transmit(&mut session, &mut transport).await;
+    let confirmed = link::disconnect(&mut session, &mut transport, &mut rx).await;
+    tracing::info!(confirmed, "disconnected from {}", state.exit);
     drop(state);
     for f in hostc.rollback() {
         tracing::warn!("cleanup: {f}");
@@ -196,7 +237,9 @@ pub async fn up(
 
 /// Opens the transport `cfg` asks for; returns it, the exit's name for messages, and the
 /// highest IPR protocol version to try (what the directory says the exit runs, else 10).
-async fn open_transport(cfg: &UpConfig) -> Result<(Transport, String, u8), DriverError> {
+/// `gateway`: the mixnet entry gateway to use (a rebuilt transport keeps the old one, whose
+/// address the host's rules already keep outside the tunnel).
+async fn open_transport(cfg: &UpConfig, gateway: Option<&str>) -> Result<(Transport, String, u8), DriverError> {
     match &cfg.ipr {
         Some(addr @ IprAddr::Udp { host, port }) => {
             let t = UdpTransport::connect(host, *port).await.map_err(|e| DriverError::Transport(e.to_string()))?;
@@ -205,7 +248,8 @@ async fn open_transport(cfg: &UpConfig) -> Result<(Transport, String, u8), Drive
         #[cfg(feature = "mixnet")]
         other => {
             use crate::transport::mixnet::{self, MixnetTransport};
-            let opts = mixnet_options(&cfg.mixnet);
+            let mut opts = mixnet_options(&cfg.mixnet);
+            opts.gateway = gateway.map(str::to_string);
             let mixnet_err = |e: mixnet::MixnetError| DriverError::Transport(e.to_string());
             let (address, hint) = match other {
                 Some(IprAddr::Nym(a)) => (a.clone(), None),
@@ -220,8 +264,37 @@ async fn open_transport(cfg: &UpConfig) -> Result<(Transport, String, u8), Drive
             Ok((Transport::Mixnet(t), address, max_version))
         }
         #[cfg(not(feature = "mixnet"))]
-        _ => Err(DriverError::NoMixnet),
+        _ => {
+            let _ = gateway;
+            Err(DriverError::NoMixnet)
+        }
     }
+}
+
+/// The IP addresses of the Nym directory (nym-api) `cfg` uses; empty for a `udp://` exit.
+/// Names are resolved now, through the host's own resolver, within 2 s.
+async fn directory_addrs(cfg: &UpConfig) -> Vec<IpAddr> {
+    #[cfg(feature = "mixnet")]
+    if !matches!(cfg.ipr, Some(IprAddr::Udp { .. })) {
+        let opts = mixnet_options(&cfg.mixnet);
+        let mut out = Vec::new();
+        for (host, port) in opts.directory_hosts() {
+            match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((host.as_str(), port))).await {
+                Ok(Ok(addrs)) => {
+                    for ip in addrs.map(|a| a.ip()) {
+                        if !out.contains(&ip) {
+                            out.push(ip);
+                        }
+                    }
+                }
+                _ => tracing::debug!(%host, "cannot resolve the directory's address"),
+            }
+        }
+        out.truncate(crate::transport::mixnet::gateway::MAX_GATEWAY_ADDRS);
+        return out;
+    }
+    let _ = cfg;
+    Vec::new()
 }
 
 /// The mixnet transport's options from the CLI's settings.
@@ -258,6 +331,16 @@ struct Running<'a> {
     mtu: u16,
     since: Option<u64>,
     reconnects: u64,
+    /// Spacing of new sessions after a loss, and of new transports after a transport failure.
+    backoff: Backoff,
+    /// When the next session starts, after a loss.
+    retry_at: Option<Instant>,
+    /// When the exit was lost (for the log line once it is back).
+    lost_at: Option<Instant>,
+    /// The directory's addresses, kept outside the tunnel while a transport is rebuilt.
+    directory: Vec<IpAddr>,
+    /// The transport's path changes already answered with a probe.
+    path_changes: u64,
     tun_buf: Vec<u8>,
     /// How the host resolver points at the tunnel (full-tunnel mode), re-asserted each second.
     dns: Option<Applied>,
@@ -302,7 +385,17 @@ impl Running<'_> {
                     }
                 }
                 () = sleep_opt(deadline) => session.handle_timeout(Instant::now().into_std()),
+                () = sleep_opt(self.retry_at) => {
+                    self.retry_at = None;
+                    *session = Session::new(link::session_config(transport, self.max_version), Instant::now().into_std());
+                }
                 _ = housekeeping.tick() => {
+                    let changes = transport.path_changes();
+                    if changes != self.path_changes {
+                        self.path_changes = changes;
+                        tracing::info!("the mixnet client reconnected to its gateway; probing the exit");
+                        session.handle_path_change(Instant::now().into_std());
+                    }
                     self.pipe.expire(Instant::now().into_std());
                     self.sync_bypass(transport)?;
                     self.housekeep_dns(report);
@@ -312,7 +405,7 @@ impl Running<'_> {
             }
             flush_transmit(session, transport).await;
             while let Some(ev) = session.poll_event() {
-                self.on_event(session, transport, ev)?;
+                self.on_event(session, ev)?;
             }
             flush_transmit(session, transport).await;
         }
@@ -352,33 +445,95 @@ impl Running<'_> {
         Ok(())
     }
 
-    fn on_event(&mut self, session: &mut Session, transport: &Transport, ev: Event) -> Result<(), DriverError> {
+    fn on_event(&mut self, session: &mut Session, ev: Event) -> Result<(), DriverError> {
         match ev {
             Event::Connected { ipv4, ipv6, mtu, version } => {
-                let alloc = Allocation { ipv4, ipv6, mtu, version };
-                tracing::info!(%ipv4, %ipv6, version, "reconnected to {}", self.exit);
-                let new_mtu = self.cfg.mtu_override.unwrap_or(mtu.unwrap_or(Allocation::V9_MTU));
-                if new_mtu != self.mtu {
-                    tun::set_mtu(&self.cfg.tun, self.cfg.netns.as_deref(), new_mtu)?;
-                    self.pipe.set_mtu(new_mtu);
-                    self.mtu = new_mtu;
-                }
-                self.pipe.set_allocated(ipv4, self.cfg.ipv6.then_some(ipv6));
-                self.alloc = Some(alloc);
-                self.since = Some(unix_now());
+                self.install(Allocation { ipv4, ipv6, mtu, version })?;
             }
             Event::ExitUnresponsive | Event::Disconnected | Event::ConnectFailed(_) => {
                 // Keep the TUN and routes (fail closed: nothing leaks while we reconnect), drop
-                // packets until a new session is up, and start over on a fresh stream.
-                tracing::warn!(event = ?ev, "exit {} lost; reconnecting", self.exit);
-                self.pipe.clear_allocated();
-                self.alloc = None;
-                self.since = None;
-                self.reconnects += 1;
-                *session = Session::new(link::session_config(transport, self.max_version), Instant::now().into_std());
+                // packets until a new session is up, and start over on a fresh stream, at
+                // once the first time, then spaced out so a refusing exit is not hammered.
+                let delay = self.backoff.next_delay(rand::random());
+                tracing::warn!(event = ?ev, retry_in = ?delay, "exit {} lost; reconnecting", self.exit);
+                self.lose();
+                session.close();
+                self.retry_at = Some(Instant::now() + delay);
             }
         }
         Ok(())
+    }
+
+    /// A new allocation from the exit: packets flow again.
+    fn install(&mut self, alloc: Allocation) -> Result<(), DriverError> {
+        let after = self.lost_at.take().map(|t| t.elapsed());
+        tracing::info!(ipv4 = %alloc.ipv4, ipv6 = %alloc.ipv6, version = alloc.version, ?after, "reconnected to {}", self.exit);
+        let new_mtu = self.cfg.mtu_override.unwrap_or(alloc.mtu_or_default());
+        if new_mtu != self.mtu {
+            tun::set_mtu(&self.cfg.tun, self.cfg.netns.as_deref(), new_mtu)?;
+            self.pipe.set_mtu(new_mtu);
+            self.mtu = new_mtu;
+        }
+        self.pipe.set_allocated(alloc.ipv4, self.cfg.ipv6.then_some(alloc.ipv6));
+        self.alloc = Some(alloc);
+        self.since = Some(unix_now());
+        self.backoff.reset();
+        Ok(())
+    }
+
+    /// The exit is gone: packets are dropped until a new allocation arrives.
+    fn lose(&mut self) {
+        self.pipe.clear_allocated();
+        self.alloc = None;
+        self.since = None;
+        self.reconnects += 1;
+        self.lost_at.get_or_insert_with(Instant::now);
+    }
+
+    /// Builds a new transport and session after the old transport stopped, with backoff,
+    /// until one connects (`Some`) or `shutdown` fires (`None`). The host stays as it is; in a
+    /// full tunnel the directory is kept reachable around it meanwhile, and the mixnet client
+    /// goes back to the same entry gateway, whose address is already outside the tunnel.
+    async fn reopen(
+        &mut self,
+        session: &mut Session,
+        old: &Transport,
+        rx: &mut [u8],
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+        gateway: Option<&str>,
+    ) -> Result<Option<Transport>, DriverError> {
+        self.lose();
+        session.close();
+        self.write_status("reconnecting", session, old);
+        if self.cfg.netns.is_none() && !self.directory.is_empty() {
+            let mut keep = self.bypass.clone();
+            keep.extend(self.directory.iter().filter(|a| !self.bypass.contains(a)));
+            self.host.sync_bypass(&self.bypass, &keep)?;
+            self.bypass = keep;
+        }
+        loop {
+            let delay = self.backoff.next_delay(rand::random());
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = &mut shutdown => return Ok(None),
+            }
+            let opened = tokio::select! {
+                r = open_link(self.cfg, rx, gateway) => r,
+                () = &mut shutdown => return Ok(None),
+            };
+            match opened {
+                Ok(o) => {
+                    self.path_changes = o.transport.path_changes();
+                    *session = o.session;
+                    self.exit = o.exit;
+                    self.max_version = o.max_version;
+                    self.install(o.alloc)?;
+                    // The next housekeeping tick narrows the rules to the new transport's peers.
+                    return Ok(Some(o.transport));
+                }
+                Err(e) => tracing::warn!(error = %e, failures = self.backoff.failures(), "cannot reach the exit yet"),
+            }
+        }
     }
 
     /// A failed TUN read; in per-app mode EBADFD means the namespace, and the TUN with it, was

@@ -47,6 +47,10 @@ pub struct SessionConfig {
     pub keepalive_idle: Duration,
     /// No downlink at all for this long while we keep sending → `ExitUnresponsive`.
     pub dead_after: Duration,
+    /// After [`Session::handle_path_change`], how long the exit has to answer the probe
+    /// before it is declared unresponsive (shorter than `dead_after`: the path is new, so
+    /// silence now means the exit lost us, not that the mixnet is slow).
+    pub probe_timeout: Duration,
 }
 
 impl SessionConfig {
@@ -59,6 +63,7 @@ impl SessionConfig {
             v9_timeout: Duration::from_secs(60),
             keepalive_idle: Duration::from_secs(15),
             dead_after: Duration::from_secs(60),
+            probe_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -121,6 +126,9 @@ pub struct SessionStats {
     /// Keepalive answers: exit-policy denials of 10.0.0.1 and echo replies from it.
     pub keepalive_replies: u64,
     pub exit_unresponsive: u64,
+    /// The longest wait, so far, from an unanswered uplink message to the next downlink one
+    /// (a stall that ended). What `dead_after` must stay above to spare healthy sessions.
+    pub longest_stall_ms: u64,
     pub tx_dropped: u64,
     pub tx_oversize: u64,
     pub tx_not_connected: u64,
@@ -173,6 +181,8 @@ pub struct Session {
     last_probe: Instant,
     /// First uplink message sent since the last downlink message.
     unanswered_since: Option<Instant>,
+    /// Set by a path change: the exit must answer by then.
+    probe_deadline: Option<Instant>,
     unresponsive_reported: bool,
 }
 
@@ -201,6 +211,7 @@ impl Session {
             last_rx: now,
             last_probe: now,
             unanswered_since: None,
+            probe_deadline: None,
             unresponsive_reported: false,
         };
         s.start_connect(first);
@@ -373,6 +384,19 @@ impl Session {
         }
     }
 
+    /// The transport's path to the exit was set up anew (the mixnet client reconnected to its
+    /// entry gateway, which may have restarted with the exit inside it): whether the exit still
+    /// knows us is unknown. Probe at once with a keepalive; without any answer within
+    /// `probe_timeout`, [`Event::ExitUnresponsive`] follows, well before `dead_after`.
+    pub fn handle_path_change(&mut self, now: Instant) {
+        self.tick(now);
+        if self.phase != Phase::Up {
+            return;
+        }
+        self.send_keepalive(now);
+        self.probe_deadline = Some(now + self.cfg.probe_timeout);
+    }
+
     /// Gives the session up without a word to the exit (it is unresponsive or refused us):
     /// nothing queued is sent, no timer runs, whatever still arrives is dropped and counted.
     pub fn close(&mut self) {
@@ -488,13 +512,21 @@ impl Session {
 
     fn dead_due(&self) -> Option<Instant> {
         match (self.unanswered_since, self.unresponsive_reported) {
-            (Some(since), false) => Some(since + self.cfg.dead_after),
+            (Some(since), false) => {
+                let silence = since + self.cfg.dead_after;
+                Some(self.probe_deadline.map_or(silence, |p| p.min(silence)))
+            }
             _ => None,
         }
     }
 
     fn mark_rx(&mut self, now: Instant) {
         self.last_rx = now;
+        if let Some(since) = self.unanswered_since {
+            let stall = now.saturating_duration_since(since);
+            self.stats.longest_stall_ms = self.stats.longest_stall_ms.max(stall.as_millis() as u64);
+        }
+        self.probe_deadline = None;
         self.unanswered_since = None;
         self.unresponsive_reported = false;
     }

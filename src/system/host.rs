@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::journal::{self, Journal, JournalError, Undo};
-use super::routes::{Cidr, RoutePlan, TableEntry, RULE_PREF_BYPASS, RULE_PREF_TABLE, TABLE};
+use super::routes::{Cidr, RoutePlan, TableEntry, BACKSTOP_METRIC, RULE_PREF_BYPASS, RULE_PREF_TABLE, TABLE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -74,6 +74,19 @@ impl Host {
     /// Installs `plan` for the interface `dev`: our table, its rules and the bypass rules.
     pub fn install_routes(&mut self, dev: &str, plan: &RoutePlan) -> Result<(), HostError> {
         let table = TABLE.to_string();
+        // Backstops first: an `unreachable` twin of every tunnelled prefix at a worse metric.
+        // While the TUN exists its route wins; when the TUN vanishes with a crashed process
+        // (SIGKILL, OOM, panic), the kernel deletes its routes and the backstop refuses the
+        // prefix, so traffic fails closed instead of falling through to `main` until `down`.
+        let metric = BACKSTOP_METRIC.to_string();
+        for entry in &plan.entries {
+            if let TableEntry::Tunnel(c) = entry {
+                let spec = strings(&[c.family_flag(), "route", "add", "unreachable", &c.to_string(), "metric", &metric, "table", &table]);
+                let mut undo = spec.clone();
+                undo[2] = "del".into();
+                self.ip(&spec, &undo)?;
+            }
+        }
         for entry in &plan.entries {
             let (kind, cidr, via_dev): (&str, &Cidr, bool) = match entry {
                 TableEntry::Tunnel(c) => ("unicast", c, true),

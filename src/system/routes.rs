@@ -6,6 +6,7 @@
 //!  pref 5208  to <transport peer>  lookup main      the exit (or entry gateway) stays outside
 //!  pref 5209  from all             lookup 0x736d    our table, consulted before main
 //!  table 0x736d:  <each --route> dev smx0           (default: 0.0.0.0/0 and ::/0)
+//!                 unreachable <each --route> metric 4096   backstop once the TUN is gone
 //!                 throw <each --exclude>            falls through to main: reached directly
 //!                 unreachable ::/0                  when IPv6 is off or not allocated
 //! ```
@@ -26,6 +27,8 @@ pub const TABLE: u32 = 0x736d;
 pub const RULE_PREF_BYPASS: u32 = 5208;
 /// Rule priority for "everything else: our table". Well before `main` (32766).
 pub const RULE_PREF_TABLE: u32 = 5209;
+/// Metric of the `unreachable` backstop beside each tunnelled prefix; the TUN route has 0.
+pub const BACKSTOP_METRIC: u32 = 4096;
 
 /// An IPv4 or IPv6 prefix with the host bits cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -75,6 +75,25 @@ impl Transport {
         }
     }
 
+    /// How often the path to the exit was re-established underneath us (mixnet: gateway
+    /// reconnections). The session probes the exit after each (`Session::handle_path_change`).
+    pub fn path_changes(&self) -> u64 {
+        match self {
+            Transport::Udp(_) => 0,
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.gateway_reconnections(),
+        }
+    }
+
+    /// The mixnet entry gateway's identity (base58), from our own Nym address; `None` for udp.
+    pub fn entry_gateway(&self) -> Option<String> {
+        match self {
+            Transport::Udp(_) => None,
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.nym_address().rsplit_once('@').map(|(_, gw)| gw.to_string()),
+        }
+    }
+
     /// Connect timeouts (v10 attempt, v9 attempt) that suit this transport's round trip.
     pub fn connect_timeouts(&self) -> (Duration, Duration) {
         match self {

@@ -231,7 +231,17 @@ impl Tunnel {
             mtu = alloc.mtu_or_default(), "tunnel connected");
         let shared = Arc::new(Shared::new(Stack::new(alloc, tokio::time::Instant::now().into_std())));
         let (stop_tx, stop_rx) = oneshot::channel();
-        let runner = Runner { shared: shared.clone(), session, transport, rx, exit: exit.clone(), max_version };
+        let runner = Runner {
+            shared: shared.clone(),
+            session,
+            transport,
+            rx,
+            exit: exit.clone(),
+            max_version,
+            backoff: Default::default(),
+            retry_at: None,
+            path_changes: 0,
+        };
         let task = tokio::spawn(runner.run(stop_rx));
         Ok(Tunnel { shared, stop: Mutex::new(Some(stop_tx)), task: Mutex::new(Some(task)), exit, tcp_connect_timeout })
     }

@@ -21,27 +21,23 @@
 //! # Exit path
 //!
 //! There is one: on shutdown (or the `Tunnel` being dropped) or a failed transport, the session
-//! sends its Disconnect (best effort, bounded by [`DISCONNECT_GRACE`]) and every socket is
+//! sends its Disconnect (best effort, bounded by [`link::DISCONNECT_GRACE`]) and every socket is
 //! closed so that waiting tasks wake up with an error.
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use super::device::DEVICE_BURST;
 use super::stack::{LinkState, Shared};
 use crate::ipr::{Event, Session};
-use crate::link::{self, flush_transmit, sleep_opt, Allocation};
+use crate::link::{self, flush_transmit, sleep_opt, Allocation, Backoff};
 use crate::transport::Transport;
 
 /// Receive buffer: one whole message (a 64 KiB bundle plus the LP and IPR headers).
 pub(crate) const MAX_MESSAGE: usize = 65535 + 64;
-
-/// How long shutdown waits for the Disconnect to leave.
-const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
 /// The connect protocol version to try first: v10 (falling back to v9), or v9 straight
 /// away when the directory said the exit's release predates v10 (saves the 15 s v10 wait).
@@ -63,6 +59,12 @@ pub(crate) struct Runner {
     pub(crate) exit: String,
     /// See [`max_version`].
     pub(crate) max_version: u8,
+    /// Spacing of new sessions after a loss (the VPN driver's policy).
+    pub(crate) backoff: Backoff,
+    /// When the next session starts, after a loss.
+    pub(crate) retry_at: Option<Instant>,
+    /// The transport's path changes already answered with a probe.
+    pub(crate) path_changes: u64,
 }
 
 impl Runner {
@@ -73,8 +75,8 @@ impl Runner {
             tracing::warn!(exit = %self.exit, error = %e, "tunnel transport failed; closing the tunnel");
         }
         self.shared.lock().close_all();
-        self.session.disconnect();
-        let _ = timeout(DISCONNECT_GRACE, flush_transmit(&mut self.session, &mut self.transport)).await;
+        let confirmed = link::disconnect(&mut self.session, &mut self.transport, &mut self.rx).await;
+        tracing::debug!(exit = %self.exit, confirmed, "disconnected");
         let stats = self.session.stats();
         tracing::debug!(
             exit = %self.exit,
@@ -94,6 +96,15 @@ impl Runner {
     async fn event_loop(&mut self, stop: &mut oneshot::Receiver<()>) -> io::Result<()> {
         loop {
             let now = Instant::now().into_std();
+            if self.retry_at.is_some_and(|t| t.into_std() <= now) {
+                self.retry_at = None;
+                self.session = Session::new(link::session_config(&self.transport, self.max_version), now);
+            }
+            let changes = self.transport.path_changes();
+            if changes != self.path_changes {
+                self.path_changes = changes;
+                self.session.handle_path_change(now);
+            }
             if self.session.poll_timeout().is_some_and(|t| t <= now) {
                 self.session.handle_timeout(now);
             }
@@ -109,11 +120,11 @@ impl Runner {
             } else {
                 let now = Instant::now().into_std();
                 let stack_at = self.shared.lock().poll_at(now);
-                match (stack_at, self.session.poll_timeout()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-                .map(Instant::from_std)
+                [stack_at, self.session.poll_timeout(), self.retry_at.map(Instant::into_std)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(Instant::from_std)
             };
             tokio::select! {
                 biased;
@@ -172,19 +183,22 @@ impl Runner {
                 tracing::info!(exit = %self.exit, %ipv4, %ipv6, version, "tunnel reconnected");
                 let alloc = Allocation { ipv4, ipv6, mtu, version };
                 self.shared.lock().set_allocation(alloc, Instant::now().into_std());
+                self.backoff.reset();
             }
             Event::ExitUnresponsive | Event::Disconnected | Event::ConnectFailed(_) => {
                 // Same policy as the VPN driver: keep the sockets, drop packets while a new
-                // session on a fresh stream is set up, forever (the exit may come back).
-                tracing::warn!(exit = %self.exit, event = ?ev, "exit lost; reconnecting");
+                // session on a fresh stream is set up, forever (the exit may come back),
+                // spaced out by the shared backoff.
+                let delay = self.backoff.next_delay(rand::random());
+                tracing::warn!(exit = %self.exit, event = ?ev, retry_in = ?delay, "exit lost; reconnecting");
                 {
                     let mut st = self.shared.lock();
                     if st.state != LinkState::Closed {
                         st.state = LinkState::Reconnecting;
                     }
                 }
-                let cfg = link::session_config(&self.transport, self.max_version);
-                self.session = Session::new(cfg, Instant::now().into_std());
+                self.session.close();
+                self.retry_at = Some(Instant::now() + delay);
             }
         }
     }

@@ -304,3 +304,34 @@ fn transmit_ring_is_bounded_and_keeps_control() {
     assert_eq!(tx.len(), TX_RING_CAP);
     assert_eq!(connect_id(&tx[0]).1, id, "control message survives");
 }
+
+#[test]
+fn a_path_change_probes_at_once_and_a_silent_exit_is_unresponsive_after_the_probe_timeout() {
+    let t0 = Instant::now();
+    let mut s = connected(t0);
+    s.handle_path_change(t0 + secs(5));
+    let tx = drain(&mut s);
+    assert_eq!(tx.len(), 1, "the probe leaves at once");
+    assert_eq!(bundle_of(&tx[0]).1[0][16..20], IPR_TUN_V4.octets());
+    // 15 s probe timeout, not the 60 s silence verdict.
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(20)));
+    s.handle_timeout(t0 + secs(20));
+    assert_eq!(events(&mut s), vec![Event::ExitUnresponsive]);
+}
+
+#[test]
+fn an_answered_probe_keeps_the_session_and_the_longest_stall_is_recorded() {
+    let t0 = Instant::now();
+    let mut s = connected(t0);
+    s.handle_path_change(t0 + secs(5));
+    drain(&mut s);
+    s.handle_message(&frame(0, &[0x0a, 0x01, 0x03, 0x05]), t0 + secs(8));
+    assert_eq!(s.stats().longest_stall_ms, 3000);
+    run_timers(&mut s, t0 + secs(25));
+    assert!(events(&mut s).is_empty(), "answered: no verdict");
+    // A path change before connecting does nothing.
+    let mut fresh = Session::new(cfg(), t0);
+    drain(&mut fresh);
+    fresh.handle_path_change(t0);
+    assert!(drain(&mut fresh).is_empty());
+}

@@ -292,6 +292,12 @@ impl MixnetTransport {
         }
     }
 
+    /// How often the client reconnected to its entry gateway (a caller-built client does not
+    /// report it: always 0).
+    pub fn gateway_reconnections(&self) -> u64 {
+        self.gateway.reconnections()
+    }
+
     /// The entry gateway's address(es), to keep outside a full tunnel; see [`super::gateway`].
     pub fn bypass_addrs(&self) -> Vec<IpAddr> {
         self.gateway.addrs()
@@ -332,7 +338,7 @@ async fn build(
 ) -> Result<MixnetClient, MixnetError> {
     let net = opts.network_details()?;
     let watch = gateway.clone();
-    let on_fd: Arc<dyn Fn(std::os::fd::RawFd) + Send + Sync> = Arc::new(move |fd| watch.set_fd(Some(fd)));
+    let on_fd: Arc<dyn Fn(std::os::fd::RawFd) + Send + Sync> = Arc::new(move |fd| watch.on_connection(fd));
     let result = match &opts.storage_dir {
         None => {
             let b = MixnetClientBuilder::new_ephemeral();
@@ -365,6 +371,10 @@ where
 {
     // Gateways are dialled by IP address only: a reconnect in a full tunnel must not depend on
     // resolving the gateway's hostname, i.e. on DNS through the very tunnel being repaired.
+    let b = match &opts.gateway {
+        Some(gw) => b.request_gateway(gw.clone()),
+        None => b,
+    };
     b.network_details(net)
         .no_hostname(true)
         .debug_config(opts.debug_config())

@@ -24,7 +24,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,6 +42,8 @@ pub const MAX_GATEWAY_ADDRS: usize = 8;
 pub struct GatewayWatch {
     /// The websocket's fd, or -1.
     ws_fd: AtomicI32,
+    /// Connections the SDK reported through its callback (the first, then each reconnect).
+    connections: AtomicU64,
     published: Mutex<Published>,
 }
 
@@ -55,13 +57,24 @@ pub struct Published {
 
 impl Default for GatewayWatch {
     fn default() -> Self {
-        GatewayWatch { ws_fd: AtomicI32::new(-1), published: Mutex::new(Published::default()) }
+        GatewayWatch { ws_fd: AtomicI32::new(-1), connections: AtomicU64::new(0), published: Mutex::new(Published::default()) }
     }
 }
 
 impl GatewayWatch {
     pub fn set_fd(&self, fd: Option<RawFd>) {
         self.ws_fd.store(fd.unwrap_or(-1), Ordering::Relaxed);
+    }
+
+    /// The SDK's connection callback: a new gateway websocket, at start or after a reconnect.
+    pub fn on_connection(&self, fd: RawFd) {
+        self.set_fd(Some(fd));
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gateway reconnections so far (connections after the first).
+    pub fn reconnections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed).saturating_sub(1)
     }
 
     pub fn set_published(&self, p: Published) {
@@ -193,5 +206,16 @@ mod tests {
         assert_eq!(w.addrs(), [ip("127.0.0.1"), ip("192.0.2.7")]);
         w.set_fd(None);
         assert_eq!(w.addrs(), [ip("192.0.2.7")]);
+    }
+
+    #[test]
+    fn reconnections_count_connections_after_the_first() {
+        let w = GatewayWatch::default();
+        assert_eq!(w.reconnections(), 0);
+        w.on_connection(7);
+        assert_eq!(w.reconnections(), 0, "the first connection is not a reconnection");
+        w.on_connection(9);
+        w.on_connection(11);
+        assert_eq!(w.reconnections(), 2);
     }
 }

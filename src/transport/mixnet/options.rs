@@ -73,6 +73,8 @@ pub struct MixnetOptions {
     pub nym_api_urls: Vec<String>,
     /// How long joining the mixnet may take once the directory has answered.
     pub connect_timeout: Duration,
+    /// The entry gateway to register with (its identity, base58); `None`: the SDK picks one.
+    pub gateway: Option<String>,
 }
 
 impl Default for MixnetOptions {
@@ -84,6 +86,7 @@ impl Default for MixnetOptions {
             directory_timeout: DEFAULT_DIRECTORY_TIMEOUT,
             nym_api_urls: mainnet_api_urls(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            gateway: None,
         }
     }
 }
@@ -95,7 +98,7 @@ pub fn mainnet_api_urls() -> Vec<String> {
 
 impl MixnetOptions {
     /// The SDK `DebugConfig` for this profile (see the module doc for each knob).
-    pub(crate) fn debug_config(&self) -> DebugConfig {
+    pub fn debug_config(&self) -> DebugConfig {
         let mut cfg = DebugConfig::default();
         if self.traffic == TrafficProfile::Fast {
             cfg.traffic.message_sending_average_delay = FAST_MESSAGE_SENDING_AVERAGE_DELAY;
@@ -113,6 +116,28 @@ impl MixnetOptions {
         Ok(())
     }
 
+    /// Host and port of each directory URL (for keeping the directory reachable).
+    pub fn directory_hosts(&self) -> Vec<(String, u16)> {
+        self.nym_api_urls
+            .iter()
+            .filter_map(|u| {
+                let (default_port, rest) = match u.split_once("://")? {
+                    ("https", r) => (443, r),
+                    ("http", r) => (80, r),
+                    _ => return None,
+                };
+                let authority = rest.split('/').next()?;
+                let (host, port) = match authority.rsplit_once(':') {
+                    Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, default_port), // bare IPv6
+                    Some((h, p)) => (h, p.parse().ok()?),
+                    None => (authority, default_port),
+                };
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                (!host.is_empty()).then(|| (host.to_string(), port))
+            })
+            .collect()
+    }
+
     /// The directory URLs, for error messages.
     pub fn directory_label(&self) -> String {
         if self.nym_api_urls.is_empty() {
@@ -124,7 +149,7 @@ impl MixnetOptions {
 
     /// Network details pointing every nym-api consumer of the SDK at `nym_api_urls`.
     /// Mainnet's own list is used verbatim so that its fronting hosts are kept.
-    pub(crate) fn network_details(&self) -> Result<NymNetworkDetails, MixnetError> {
+    pub fn network_details(&self) -> Result<NymNetworkDetails, MixnetError> {
         let mainnet = NymNetworkDetails::new_mainnet();
         let default_urls: Vec<String> = mainnet.nym_api_urls().into_iter().map(|u| u.url).collect();
         if self.nym_api_urls == default_urls {
@@ -219,6 +244,22 @@ mod tests {
         let legacy: Vec<Option<String>> = net.endpoints.iter().map(|e| e.api_url.clone()).collect();
         assert_eq!(legacy, urls.iter().cloned().map(Some).collect::<Vec<_>>());
         assert!(o.directory_label().contains("127.0.0.1:9"));
+    }
+
+    #[test]
+    fn directory_hosts_are_read_from_the_urls() {
+        let o = MixnetOptions {
+            nym_api_urls: vec![
+                "http://198.18.0.20:8000/".into(),
+                "https://validator.example/api/".into(),
+                "http://[2001:db8::20]:8080/".into(),
+                "ftp://nope/".into(),
+            ],
+            ..Default::default()
+        };
+        let want = [("198.18.0.20", 8000), ("validator.example", 443), ("2001:db8::20", 8080)];
+        let got = o.directory_hosts();
+        assert_eq!(got.iter().map(|(h, p)| (h.as_str(), *p)).collect::<Vec<_>>(), want);
     }
 
     #[test]
