@@ -6,6 +6,8 @@
 //! Prints one line `HTTP <status>: <bytes> bytes in <secs> s via <exit>` and exits 0 on a 2xx
 //! answer; `--output FILE` keeps the body (the netns suite compares its sha256). No root needed.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,13 +18,11 @@ use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::{header, Request, Uri};
 use hyper_util::rt::TokioIo;
-use smolmix::{IprAddr, Tunnel};
 
 #[derive(Parser)]
 struct Args {
-    /// IPR exit: a Nym address or udp://HOST:PORT (default: the best IPR of the Nym directory)
-    #[arg(long)]
-    ipr: Option<IprAddr>,
+    #[command(flatten)]
+    tunnel: common::TunnelArgs,
     /// What to fetch: http://IP[:PORT]/PATH (an IP literal: no DNS is done here)
     #[arg(long, default_value = "http://192.0.2.2/")]
     url: Uri,
@@ -33,18 +33,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::init_logging();
+    common::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
@@ -58,10 +48,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let authority = args.url.authority().map(|a| a.to_string()).unwrap_or_default();
     let path = args.url.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
 
-    let tunnel = match args.ipr {
-        Some(ipr) => Tunnel::builder().ipr(ipr).build().await?,
-        None => Tunnel::new().await?,
-    };
+    let tunnel = args.tunnel.open().await?;
     let started = Instant::now();
     let result = async {
         let stream = tunnel.tcp_connect(addr).await?;

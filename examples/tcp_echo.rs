@@ -6,19 +6,20 @@
 //! Prints one line `tcp echo: N bytes ... from <allocated IPv4>` and exits 0 if the echo is
 //! identical. Exercises write back-pressure, poll_shutdown and end-of-stream.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use smolmix::{IprAddr, Tunnel};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
 struct Args {
-    /// IPR exit: a Nym address or udp://HOST:PORT (default: the best IPR of the Nym directory)
-    #[arg(long)]
-    ipr: Option<IprAddr>,
+    #[command(flatten)]
+    tunnel: common::TunnelArgs,
     /// Echo server, IP:PORT
     #[arg(long, default_value = "192.0.2.2:7")]
     server: SocketAddr,
@@ -32,25 +33,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::init_logging();
+    common::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let tunnel = match args.ipr.clone() {
-        Some(ipr) => Tunnel::builder().ipr(ipr).build().await?,
-        None => Tunnel::new().await?,
-    };
+    let tunnel = args.tunnel.open().await?;
     let (v4, v6) = tunnel.allocated_ips();
     let started = Instant::now();
     // A pattern no echo of a shorter or shifted stream can match by accident.

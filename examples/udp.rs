@@ -6,6 +6,8 @@
 //! Prints one line `<name> <type> <addresses...>` per query and exits 0 if every query got an
 //! answer. UDP through a mixnet is lossy: each query is tried `--tries` times. No root needed.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use smolmix::{IprAddr, Tunnel, UdpSocket};
+use smolmix::UdpSocket;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Type {
@@ -24,9 +26,8 @@ enum Type {
 
 #[derive(Parser)]
 struct Args {
-    /// IPR exit: a Nym address or udp://HOST:PORT (default: the best IPR of the Nym directory)
-    #[arg(long)]
-    ipr: Option<IprAddr>,
+    #[command(flatten)]
+    tunnel: common::TunnelArgs,
     /// DNS server, IP:PORT
     #[arg(long, default_value = "192.0.2.2:53")]
     server: SocketAddr,
@@ -46,18 +47,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::init_logging();
+    common::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
@@ -67,10 +58,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         Type::Aaaa => &[RecordType::AAAA],
         Type::Both => &[RecordType::A, RecordType::AAAA],
     };
-    let tunnel = match args.ipr.clone() {
-        Some(ipr) => Tunnel::builder().ipr(ipr).build().await?,
-        None => Tunnel::new().await?,
-    };
+    let tunnel = args.tunnel.open().await?;
     let socket = tunnel.udp_socket().await?;
     let mut all_answered = true;
     for &rtype in types {

@@ -5,21 +5,22 @@
 //! Sends `--count` text messages and one 64 KiB binary message to an echo server and checks
 //! every echo. Prints one line `websocket: N/N echoes matched ...` and exits 0 if all did.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use smolmix::{IprAddr, Tunnel};
+use smolmix::Tunnel;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
 struct Args {
-    /// IPR exit: a Nym address or udp://HOST:PORT (default: the best IPR of the Nym directory)
-    #[arg(long)]
-    ipr: Option<IprAddr>,
+    #[command(flatten)]
+    tunnel: common::TunnelArgs,
     /// Echo server: ws://IP[:PORT]/PATH
     #[arg(long, default_value = "ws://192.0.2.2:8765/")]
     url: String,
@@ -33,18 +34,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::init_logging();
+    common::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
@@ -57,10 +48,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| "the URL host must be an IP address")?;
     let addr = SocketAddr::new(ip, uri.port_u16().unwrap_or(80));
 
-    let tunnel = match args.ipr.clone() {
-        Some(ipr) => Tunnel::builder().ipr(ipr).build().await?,
-        None => Tunnel::new().await?,
-    };
+    let tunnel = args.tunnel.open().await?;
     let started = Instant::now();
     let result = echo(&tunnel, addr, &args).await;
     tunnel.shutdown().await;

@@ -23,7 +23,8 @@ struct Args {
     /// A mixnode: id=N,layer=1|2|3,ip=ADDR,details=FILE[,mix-port=P][,version=V] (repeatable).
     #[arg(long = "mixnode", value_name = "SPEC", value_parser = |s: &str| NodeSpec::parse(s, false))]
     mixnodes: Vec<NodeSpec>,
-    /// An exit gateway: id=N,ip=ADDR,details=FILE[,ws-port=P][,mix-port=P][,version=V] (repeatable).
+    /// An exit gateway: id=N,ip=ADDR,details=FILE[,ws-port=P][,mix-port=P][,version=V][,hostname=H]
+    /// (repeatable).
     #[arg(long = "gateway", value_name = "SPEC", value_parser = |s: &str| NodeSpec::parse(s, true))]
     gateways: Vec<NodeSpec>,
 }

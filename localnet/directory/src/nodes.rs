@@ -35,6 +35,8 @@ pub struct NodeSpec {
     pub details: PathBuf,
     /// Overrides the directory-wide node version (tests play an old exit with it).
     pub version: Option<String>,
+    /// A hostname the node announces besides its address (clients may dial it instead).
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +50,7 @@ impl NodeSpec {
     pub fn parse(s: &str, gateway: bool) -> Result<Self, SpecError> {
         let bad = |what: &str| SpecError::Bad { spec: s.to_string(), what: what.to_string() };
         let (mut id, mut layer, mut ip, mut details, mut version) = (None, None, None, None, None);
+        let mut hostname = None;
         let (mut mix_port, mut ws_port) = (1789u16, 9000u16);
         for kv in s.split(',') {
             let (k, v) = kv.split_once('=').ok_or_else(|| bad("expected key=value pairs separated by ','"))?;
@@ -57,6 +60,7 @@ impl NodeSpec {
                 "ip" => ip = Some(IpAddr::from_str(v).map_err(|_| bad("ip is not an IP address"))?),
                 "details" => details = Some(PathBuf::from(v)),
                 "version" => version = Some(v.to_string()),
+                "hostname" => hostname = Some(v.to_string()),
                 "mix-port" => mix_port = v.parse().map_err(|_| bad("mix-port is not a port"))?,
                 "ws-port" => ws_port = v.parse().map_err(|_| bad("ws-port is not a port"))?,
                 _ => return Err(bad(&format!("unknown key {k:?}"))),
@@ -76,6 +80,7 @@ impl NodeSpec {
             ws_port,
             details: details.ok_or_else(|| bad("details= is missing"))?,
             version,
+            hostname,
         })
     }
 
@@ -165,8 +170,10 @@ mod tests {
         let m = NodeSpec::parse("id=1,layer=2,ip=198.18.0.11,details=/x/m.json", false).unwrap();
         assert_eq!(m.kind, Kind::Mixnode { layer: 2 });
         assert_eq!((m.id, m.mix_port, m.version.as_deref()), (1, 1789, None));
-        let g = NodeSpec::parse("id=4,ip=198.18.0.14,ws-port=9001,details=/x/g.json,version=1.29.0", true).unwrap();
+        let g = NodeSpec::parse("id=4,ip=198.18.0.14,ws-port=9001,details=/x/g.json,version=1.29.0,hostname=gw.test", true)
+            .unwrap();
         assert_eq!((g.kind, g.ws_port, g.version.as_deref()), (Kind::Gateway, 9001, Some("1.29.0")));
+        assert_eq!(g.hostname.as_deref(), Some("gw.test"));
     }
 
     #[test]

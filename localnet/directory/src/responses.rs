@@ -120,7 +120,7 @@ pub fn skimmed(n: &Node) -> SkimmedNodeV1 {
         Kind::Mixnode { layer } => (NodeRole::Mixnode { layer }, None),
         Kind::Gateway => (
             NodeRole::EntryGateway,
-            Some(BasicEntryInformation { hostname: None, ws_port: n.spec.ws_port, wss_port: None }),
+            Some(BasicEntryInformation { hostname: n.spec.hostname.clone(), ws_port: n.spec.ws_port, wss_port: None }),
         ),
     };
     SkimmedNodeV1 {
@@ -178,7 +178,7 @@ pub fn described_v2(n: &Node, version: &str, now: OffsetDateTime) -> NymNodeDesc
             last_polled: OffsetDateTimeJsonSchemaWrapper(now),
             host_information: HostInformationV1 {
                 ip_address: vec![n.spec.ip],
-                hostname: None,
+                hostname: n.spec.hostname.clone(),
                 keys: HostKeysV1 {
                     ed25519: n.keys.identity,
                     x25519: n.keys.sphinx,

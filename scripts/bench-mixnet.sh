@@ -1,0 +1,203 @@
+#!/bin/bash
+# The mixnet, measured: smolmix-vpn, the library's Tunnel and upstream smolmix through one
+# local Nym network of real nym-nodes (scripts/localnet.sh), with the default and the fast
+# traffic profile. One run, one table; the figures are printed whatever they are.
+#
+#  ns client (198.18.0.100)        mixnodes 198.18.0.11-13          ns inet (behind the gateway)
+#  smolmix-vpn up · curl · ping    gateway 198.18.0.14 (real IPR)   HTTP 203.0.113.80, UDP echo
+#  examples/mixnet_bench           directory 198.18.0.20            203.0.113.7, TCP sink
+#  upstream smolmix_bench          counters read from ns directory  203.0.113.9:9000
+#
+# For each (implementation, profile): time from start to `connected`; round-trip p50/p95 (the
+# VPN: ping; the libraries: UDP echo, one at a time); time to download and to upload 1 MB and
+# 10 MB over one TCP connection; Sphinx packets per MB: the mixnodes' own live counters
+# (/api/v1/metrics/packets-stats, forward_hop_packets_received, summed over the three
+# mixnodes and divided by three, since every packet crosses each layer once) over the transfer,
+# minus the same counters over an idle period of equal length right after it, with the same
+# client connected. /api/v1/metrics/mixing holds the same counters but refreshes every 30 s,
+# too coarse for a 5 s transfer. Idle traffic (our client's Poisson stream and loop cover, the
+# gateway's own IPR and NR clients) is large, ~300 packets/s here, hence the subtraction; real
+# packets that replace the Poisson stream's dummies do not show in it at all.
+#
+#   sudo scripts/bench-mixnet.sh                         everything
+#   sudo PROFILES=fast IMPLS="vpn library" SIZES=1 scripts/bench-mixnet.sh   a quick subset
+#
+# Upstream smolmix (the nym repository's smolmix/ at nym-binaries-v2026.9-venaco) can only be
+# pointed at this network with a caller-built mixnet client, which it does not have: given a
+# nym source tree in NYM_SRC, this script applies bench/upstream/smolmix-from-client.patch
+# (that one change: IpMixStream::new_with_client and Tunnel::from_client), copies
+# bench/upstream/smolmix_bench.rs into its examples and builds it (cargo, ~30 min the first
+# time). SMOLMIX_UPSTREAM_BENCH may name an already built binary instead. Without either, the
+# upstream rows are skipped.
+set -e
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SMX_BIN=${SMX_BIN:-$REPO/target/release}
+PROFILES=${PROFILES:-default fast}
+IMPLS=${IMPLS:-vpn library upstream}
+SIZES=${SIZES:-1 10}
+PINGS=${PINGS:-20}
+[[ $(id -u) -eq 0 ]] || { echo "bench-mixnet.sh needs root (network namespaces): sudo $0" >&2; exit 1; }
+for b in smolmix-vpn smolmix-directory examples/mixnet_bench; do
+	[[ -x $SMX_BIN/$b ]] || { echo "missing $SMX_BIN/$b: cargo build --release --workspace --bins --examples" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d /tmp/smx-bench.XXXXXX)
+export LOCALNET_DIR=$TMP/localnet
+VPN_PID=
+cleanup() {
+	set +e
+	[[ -n $VPN_PID ]] && kill "$VPN_PID" 2>/dev/null && wait "$VPN_PID" 2>/dev/null
+	"$REPO/scripts/localnet.sh" down >/dev/null 2>&1
+	[[ -n ${KEEP_TMP:-} ]] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+log() { echo "[bench] $*" >&2; }
+
+# --- upstream smolmix, built from NYM_SRC ---------------------------------------------------
+upstream_bench() {
+	if [[ -n ${SMOLMIX_UPSTREAM_BENCH:-} ]]; then echo "$SMOLMIX_UPSTREAM_BENCH"; return; fi
+	[[ -n ${NYM_SRC:-} ]] || return 1
+	local src=$NYM_SRC patch=$REPO/bench/upstream/smolmix-from-client.patch
+	if ! grep -q 'fn new_with_client' "$src/sdk/rust/nym-sdk/src/ipr_wrapper/ip_mix_stream.rs"; then
+		git -C "$src" apply "$patch" >&2
+	fi
+	cp "$REPO/bench/upstream/smolmix_bench.rs" "$src/smolmix/core/examples/smolmix_bench.rs"
+	log "building upstream smolmix in $src (cargo build --release -p smolmix --example smolmix_bench)"
+	(cd "$src" && cargo build --release --locked -p smolmix --example smolmix_bench >&2)
+	echo "$src/target/release/examples/smolmix_bench"
+}
+UPSTREAM=
+if [[ " $IMPLS " == *" upstream "* ]]; then
+	UPSTREAM=$(upstream_bench) || { log "upstream smolmix skipped: set NYM_SRC (a nym tree at nym-binaries-v2026.9-venaco) or SMOLMIX_UPSTREAM_BENCH"; IMPLS=${IMPLS//upstream/}; }
+fi
+
+"$REPO/scripts/localnet.sh" up >&2
+# shellcheck disable=SC1091
+source "$LOCALNET_DIR/localnet.env"
+C=$LOCALNET_NS_CLIENT
+inc() { ip netns exec "$C" "$@"; }
+
+# Packets that crossed the mixnet so far: each one crosses every layer once.
+packets() {
+	local sum=0 u n
+	for u in "$LOCALNET_PACKETS_MIX1" "$LOCALNET_PACKETS_MIX2" "$LOCALNET_PACKETS_MIX3"; do
+		n=$(ip netns exec "$LOCALNET_NS_DIRECTORY" curl -sf --max-time 5 "$u" |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["ingress_mixing"]["forward_hop_packets_received"])')
+		sum=$((sum + n))
+	done
+	echo $((sum / 3))
+}
+now() { date +%s.%N; }
+secs_since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
+
+# measure CMD...: runs CMD (one transfer) and echoes "SECONDS PACKETS": the packets beyond
+# those of an idle period of the same length just after it.
+measure() {
+	local p0 p1 p2 p3 t0 secs
+	p0=$(packets); t0=$(now)
+	"$@" >&2
+	secs=$(secs_since "$t0"); p1=$(packets)
+	p2=$(packets); sleep "$secs"; p3=$(packets)
+	echo "$secs $(( (p1 - p0) - (p3 - p2) ))"
+}
+
+# The sizes' files and the sink; a transfer of $1 MB.
+file_for() { [[ $1 == 1 ]] && echo mid.bin || echo big10.bin; }
+sha_for() { [[ $1 == 1 ]] && echo "$LOCALNET_MID_SHA256" || echo "$LOCALNET_BIG_SHA256"; }
+
+vpn_get() {
+	inc curl -sS --max-time 900 -o "$TMP/got.bin" "http://$LOCALNET_HTTP_IP/$(file_for "$1")"
+	[[ $(sha256sum <"$TMP/got.bin" | cut -d' ' -f1) == "$(sha_for "$1")" ]] || { log "download of $1 MB: wrong sha256"; return 1; }
+}
+vpn_put() {
+	inc python3 - "$LOCALNET_SINK_IP" "$LOCALNET_SINK_PORT" $(( $1 * 1000000 )) <<-'EOF'
+	import socket, sys
+	s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=900)
+	left, chunk = int(sys.argv[3]), bytes(i * 7 % 251 for i in range(16384))
+	while left > 0:
+	    n = min(left, len(chunk)); s.sendall(chunk[:n]); left -= n
+	s.shutdown(socket.SHUT_WR)
+	print("sink:", s.makefile().read().strip())
+	EOF
+}
+
+# One row: impl profile connect p50 p95 then per size: down_s down_pkts up_s up_pkts.
+ROWS=()
+row() { ROWS+=("$*"); log "row: $*"; }
+
+bench_vpn() {
+	local profile=$1 args=(--nym-api "$NYM_API" --no-dns) t0 out p50 p95 r cells=()
+	[[ $profile == fast ]] && args+=(--traffic fast)
+	: >"$TMP/vpn.out"
+	t0=$(now)
+	inc env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "${args[@]}" >"$TMP/vpn.out" 2>"$TMP/vpn.err" &
+	VPN_PID=$!
+	until grep -q '^connected' "$TMP/vpn.out"; do
+		kill -0 "$VPN_PID" 2>/dev/null || { log "vpn did not connect: $(tail -n 3 "$TMP/vpn.err")"; VPN_PID=; return 1; }
+		sleep 0.05
+	done
+	local connect; connect=$(secs_since "$t0")
+	out=$(inc ping -c "$PINGS" -i 0.5 -W 10 "$LOCALNET_HTTP_IP" | grep -o 'time=[0-9.]*' | cut -d= -f2 | sort -n)
+	read -r p50 p95 < <(python3 -c 'import sys; v=[float(x) for x in sys.stdin.read().split()]; pct=lambda p: v[round((len(v)-1)*p)] if v else float("nan"); print(f"{pct(.5):.0f} {pct(.95):.0f}")' <<<"$out")
+	for s in $SIZES; do
+		r=$(measure vpn_get "$s"); cells+=("$r")
+		r=$(measure vpn_put "$s"); cells+=("$r")
+	done
+	kill "$VPN_PID"; wait "$VPN_PID" || true; VPN_PID=
+	row vpn "$profile" "$connect" "$p50" "$p95" "${cells[@]}"
+}
+
+# The libraries: one stepped process; the script reads counters around each step.
+bench_lib() {
+	local impl=$1 profile=$2 bin args line connect echo_line r cells=()
+	bin=$SMX_BIN/examples/mixnet_bench
+	[[ $impl == upstream ]] && bin=$UPSTREAM
+	args=(--nym-api "$NYM_API" --ipr "$LOCALNET_IPR_ADDRESS" --stepped --echo "$LOCALNET_UDP_ECHO_IP:$LOCALNET_UDP_ECHO_PORT:$PINGS")
+	[[ $profile == fast ]] && args+=(--traffic fast)
+	for s in $SIZES; do
+		args+=(--get "http://$LOCALNET_HTTP_IP/$(file_for "$s"):$TMP/$impl-$s.bin" --upload "$LOCALNET_SINK_IP:$LOCALNET_SINK_PORT:$((s * 1000000))")
+	done
+	coproc LIB { exec ip netns exec "$C" "$bin" "${args[@]}" 2>"$TMP/$impl.err"; }
+	next() { read -r -t 1200 line <&"${LIB[0]}" || { log "$impl: no output ($(tail -n 2 "$TMP/$impl.err"))"; return 1; }; echo "$line" >&2; }
+	go() { echo go >&"${LIB[1]}"; }
+	next; connect=${line#connected }
+	next; go; next; echo_line=$line                  # ready, echo
+	for s in $SIZES; do
+		next; local p0 t0 p1 secs p2 p3                  # ready (get)
+		p0=$(packets); t0=$(now); go; next; secs=$(secs_since "$t0"); p1=$(packets)
+		p2=$(packets); sleep "$secs"; p3=$(packets); cells+=("$secs $(( (p1 - p0) - (p3 - p2) ))")
+		[[ $(sha256sum <"$TMP/$impl-$s.bin" | cut -d' ' -f1) == "$(sha_for "$s")" ]] || log "$impl: $s MB download has the wrong sha256"
+		next                                             # ready (upload)
+		p0=$(packets); t0=$(now); go; next; secs=$(secs_since "$t0"); p1=$(packets)
+		p2=$(packets); sleep "$secs"; p3=$(packets); cells+=("$secs $(( (p1 - p0) - (p3 - p2) ))")
+	done
+	wait "$LIB_PID" 2>/dev/null || true
+	set -- $echo_line
+	row "$impl" "$profile" "$connect" "$3" "$4" "${cells[@]}"
+}
+
+for profile in $PROFILES; do
+	for impl in $IMPLS; do
+		log "== $impl, $profile profile"
+		case $impl in
+			vpn) bench_vpn "$profile" || row vpn "$profile" failed ;;
+			library | upstream) bench_lib "$impl" "$profile" || row "$impl" "$profile" failed ;;
+		esac
+	done
+done
+
+# The table: one line per implementation and profile.
+{
+	printf '%-9s %-8s %8s %6s %6s' impl profile connect_s p50_ms p95_ms
+	for s in $SIZES; do printf ' %9s %8s %9s %8s' "down${s}MB_s" pkts/MB "up${s}MB_s" pkts/MB; done
+	printf '\n'
+	for r in "${ROWS[@]}"; do
+		set -- $r
+		[[ $3 == failed ]] && { printf '%-9s %-8s failed\n' "$1" "$2"; continue; }
+		printf '%-9s %-8s %8.2f %6s %6s' "$1" "$2" "$3" "$4" "$5"; shift 5
+		for s in $SIZES; do
+			printf ' %9.1f %8.0f %9.1f %8.0f' "$1" "$(( $2 / s ))" "$3" "$(( $4 / s ))"; shift 4
+		done
+		printf '\n'
+	done
+} | tee "${BENCH_OUT:-/dev/null}"
