@@ -16,7 +16,8 @@
 #                                               the state dir; idempotent, also after a failed up
 #
 #                        ns $P-lan: bridge br0, 198.18.0.0/24
-#  ns $P-client     eth0 198.18.0.100 ─┤  for tests: smolmix-vpn up, the library, curl …
+#  ns $P-client     eth0 198.18.0.100 ─┤  for tests: smolmix-vpn up, the library, curl …;
+#                                      │  default route via 198.18.0.14 (the "physical link")
 #  ns $P-directory  eth0 198.18.0.20  ─┤  smolmix-directory :8000 (the nym-api stand-in)
 #  ns $P-mix1       eth0 198.18.0.11  ─┤  nym-node --mode mixnode, layer 1   (HTTP API :8080)
 #  ns $P-mix2       eth0 198.18.0.12  ─┤  nym-node --mode mixnode, layer 2
@@ -25,16 +26,25 @@
 #                                         IPR nymtun0 10.0.0.1/16 + fc00::1/112, forwarding,
 #                                         masquerade (NAT44, NAT66) of both pools out of up0
 #                   up0 198.18.1.1/24 ───────────── eth0 198.18.1.2/24       ns $P-inet
-#                       2001:db8:1::1/64                 2001:db8:1::2/64
+#                       2001:db8:1::1/64                 2001:db8:1::2/64, route 198.18.0.0/24
 #                                                   lo: 203.0.113.80, 2001:db8:113::80  HTTP :80
+#                                                       203.0.113.81  HTTP :80 (same files, own log)
 #                                                       203.0.113.53, 2001:db8:113::53  dnsmasq
-#                                                       203.0.113.7  UDP echo :7
+#                                                       203.0.113.7  UDP and TCP echo :7
+#                                                       203.0.113.9  TCP upload sink :9000
+#                                                       203.0.113.88 WebSocket echo :8765
 #                                                       203.0.113.5  iperf3 -s
 #
 # $P is smx-ln<pid of the `up` run>, so the test runner's leftover check sees the namespaces.
-# Servers in ns inet see tunnelled traffic only as 198.18.1.1 / 2001:db8:1::1. Only the
-# benchmarking range (RFC 2544) and documentation ranges (RFC 5737, RFC 3849) are used, plus
-# the IPR's own fixed pools, only inside namespaces this script created.
+# Servers in ns inet see tunnelled traffic only as 198.18.1.1 / 2001:db8:1::1 (the IPR's pools
+# are masqueraded). Without the tunnel ns client still reaches ns inet, over IPv4, by the
+# "physical link": its default route via the gateway's bridge address, forwarded by ns gw
+# without NAT, so servers then log 198.18.0.100. Leak tests use that path as their positive
+# control, split-tunnel tests tell the two paths apart by it. The files under www: small.bin
+# (100 kB), mid.bin (1 MB), big10.bin (10 MB), random, with SHA256SUMS. dnsmasq answers
+# smolmix.test and nymtech.net (the HTTP server) and gw.smolmix.test (198.18.0.14), and logs
+# every query. Only the benchmarking range (RFC 2544) and documentation ranges (RFC 5737,
+# RFC 3849) are used, plus the IPR's own fixed pools, only inside namespaces this script made.
 #
 # Environment:
 #   LOCALNET_DIR         state dir (default /tmp/smolmix-localnet): localnet.env, logs, node
@@ -47,6 +57,11 @@
 #   SMX_DIRECTORY        the directory stand-in (default $SMX_BIN/smolmix-directory)
 #   LOCALNET_GW_VERSION  the version the directory announces for the gateway (default: the
 #                        nym-node's own); `up` and `directory-restart` read it
+#   LOCALNET_GW_HOSTNAME a hostname the directory announces for the gateway besides its address
+#                        (e.g. gw.smolmix.test, which dnsmasq resolves); `up` and
+#                        `directory-restart` read it
+#   LOCALNET_SERVER_LIFETIME  seconds after which the python echo servers and the sink stop by
+#                        themselves (bounded, like every test server; default 86400)
 #
 # What nym-node (1.31.0) taught us, as used below:
 # - It cannot start without a nym-api: init and run fetch the key-rotation info and the
@@ -81,9 +96,11 @@ declare -A IP=([client]=198.18.0.100 [directory]=$API_IP [mix1]=198.18.0.11 [mix
 	[mix3]=198.18.0.13 [gw]=198.18.0.14)
 NODES=(mix1 mix2 mix3 gw)
 NAMESPACES=(lan client directory mix1 mix2 mix3 gw inet)
-SERVERS=(http http6 dns udp_echo iperf3)
+SERVERS=(http http6 http_alt dns udp_echo tcp_echo sink ws_echo iperf3)
 HTTP_IP=203.0.113.80 HTTP_IP6=2001:db8:113::80 DNS_IP=203.0.113.53 DNS_IP6=2001:db8:113::53
-ECHO_IP=203.0.113.7 IPERF_IP=203.0.113.5
+HTTP_ALT_IP=203.0.113.81 ECHO_IP=203.0.113.7 SINK_IP=203.0.113.9 SINK_PORT=9000
+WS_IP=203.0.113.88 WS_PORT=8765 IPERF_IP=203.0.113.5 GW_HOSTNAME_DNS=gw.smolmix.test
+LIFETIME=${LOCALNET_SERVER_LIFETIME:-86400}
 
 say() { echo "[localnet] $*"; }
 warn() { echo "[localnet] $*" >&2; }
@@ -322,10 +339,15 @@ make_namespaces() {
 	nx inet ip -6 addr add 2001:db8:1::2/64 dev eth0 nodad
 	nx gw ip link set up0 up
 	nx inet ip link set eth0 up
-	for n in "$HTTP_IP" "$DNS_IP" "$ECHO_IP" "$IPERF_IP"; do nx inet ip addr add "$n/32" dev lo; done
+	for n in "$HTTP_IP" "$HTTP_ALT_IP" "$DNS_IP" "$ECHO_IP" "$SINK_IP" "$WS_IP" "$IPERF_IP"; do
+		nx inet ip addr add "$n/32" dev lo
+	done
 	for n in "$HTTP_IP6" "$DNS_IP6"; do nx inet ip -6 addr add "$n/128" dev lo nodad; done
 	nx gw ip route add default via 198.18.1.2
 	nx gw ip -6 route add default via 2001:db8:1::2
+	# The physical link: ns client reaches ns inet through ns gw, routed, not masqueraded.
+	nx client ip route add default via "${IP[gw]}"
+	nx inet ip route add 198.18.0.0/24 via 198.18.1.1
 	nx gw sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 	# The IPR's pools (fixed by the IPR) leave masqueraded: servers see only the uplink address.
 	nx gw nft -f - <<-EOF
@@ -337,36 +359,54 @@ make_namespaces() {
 		}
 	}
 	EOF
-	say "namespaces $P-{${NAMESPACES[*]}} made (bridge, uplink, NAT44/NAT66) in $(since "$t0")"
+	say "namespaces $P-{${NAMESPACES[*]}} made (bridge, uplink, NAT44/NAT66, direct path) in $(since "$t0")"
 }
 
 listens() { nx inet ss -Hln"$1" | grep -qF "$2 "; }
 dns_listens() { listens u "$DNS_IP:53" && listens u "[$DNS_IP6]:53"; }
 
+# serve NAME WHAT PROTO IP:PORT cmd...: starts a server in ns inet (log $W/log/NAME.log) and
+# waits until it listens: readiness by the listening socket, as a probe request would land in
+# the logs tests read.
+serve() {
+	local name=$1 what=$2 proto=$3 addr=$4 READY_T0
+	shift 4
+	READY_T0=$(now_us)
+	daemon "$name" inet "$W/log/$name.log" "$@"
+	ready "$what" "listens on $addr" 10 "$(pid_of "$name")" "$W/log/$name.log" listens "$proto" "$addr"
+}
+
 start_inet() {
-	local t0 READY_T0
+	local t0 tests=$REPO/netns-tests ws=$SMX_BIN/examples/ws_echo_server
 	t0=$(now_us)
+	head -c 100000 /dev/urandom >"$W/www/small.bin"
 	head -c 1000000 /dev/urandom >"$W/www/mid.bin"
 	head -c 10000000 /dev/urandom >"$W/www/big10.bin"
-	(cd "$W/www" && sha256sum mid.bin big10.bin >SHA256SUMS)
-	daemon http inet "$W/log/http.log" python3 -m http.server 80 --bind "$HTTP_IP" --directory "$W/www"
-	daemon http6 inet "$W/log/http6.log" python3 -m http.server 80 --bind "$HTTP_IP6" --directory "$W/www"
+	(cd "$W/www" && sha256sum small.bin mid.bin big10.bin >SHA256SUMS)
+	# http.server logs each request with the client's address: tests read where it came from.
+	serve http "HTTP server" t "$HTTP_IP:80" python3 -m http.server 80 --bind "$HTTP_IP" --directory "$W/www"
+	serve http6 "HTTP server (IPv6)" t "[$HTTP_IP6]:80" python3 -m http.server 80 --bind "$HTTP_IP6" --directory "$W/www"
+	serve http_alt "HTTP server (second address)" t "$HTTP_ALT_IP:80" \
+		python3 -m http.server 80 --bind "$HTTP_ALT_IP" --directory "$W/www"
 	# --user=root: dnsmasq would otherwise drop to nobody, who cannot write the query log.
+	# --local for the gateway's name: its AAAA is "no data", not the AAAA that --address for
+	# smolmix.test gives every subdomain.
 	daemon dns inet "$W/log/dns.log" dnsmasq --keep-in-foreground --no-resolv --no-hosts --user=root \
 		--bind-interfaces --listen-address="$DNS_IP,$DNS_IP6" --pid-file="$W/dnsmasq.pid" \
 		--address="/smolmix.test/$HTTP_IP" --address="/smolmix.test/$HTTP_IP6" \
-		--address="/nymtech.net/$HTTP_IP" --log-facility="$W/log/dns.log" --log-queries
-	# udp_echo.py stops by itself after 30 minutes (bounded, like every test server).
-	daemon udp_echo inet "$W/log/udp_echo.log" python3 "$REPO/netns-tests/udp_echo.py" "$ECHO_IP" 7
-	daemon iperf3 inet "$W/log/iperf3.log" iperf3 -s -B "$IPERF_IP"
-	READY_T0=$(now_us)
-	# Readiness by listening sockets: a probe request would land in the logs tests read.
-	ready "HTTP server" "listens on $HTTP_IP:80" 10 "$(pid_of http)" "$W/log/http.log" listens t "$HTTP_IP:80"
-	ready "HTTP server (IPv6)" "listens on [$HTTP_IP6]:80" 10 "$(pid_of http6)" "$W/log/http6.log" listens t "[$HTTP_IP6]:80"
-	ready "dnsmasq" "listens on $DNS_IP:53 and [$DNS_IP6]:53" 10 "$(pid_of dns)" "$W/log/dns.log" dns_listens
-	ready "UDP echo" "listens on $ECHO_IP:7" 10 "$(pid_of udp_echo)" "$W/log/udp_echo.log" listens u "$ECHO_IP:7"
-	ready "iperf3 server" "listens on $IPERF_IP:5201" 10 "$(pid_of iperf3)" "$W/log/iperf3.log" listens t "$IPERF_IP:5201"
-	say "inet servers up after $(since "$t0") (with 11 MB of random files)"
+		--address="/nymtech.net/$HTTP_IP" --address="/$GW_HOSTNAME_DNS/${IP[gw]}" \
+		--local="/$GW_HOSTNAME_DNS/" --log-facility="$W/log/dns.log" --log-queries
+	READY_T0=$(now_us) ready "dnsmasq" "listens on $DNS_IP:53 and [$DNS_IP6]:53" 10 "$(pid_of dns)" "$W/log/dns.log" dns_listens
+	serve udp_echo "UDP echo" u "$ECHO_IP:7" python3 "$tests/udp_echo.py" "$ECHO_IP" 7 "$LIFETIME"
+	serve tcp_echo "TCP echo" t "$ECHO_IP:7" python3 "$tests/tcp_server.py" echo "$ECHO_IP" 7 "$LIFETIME"
+	serve sink "TCP upload sink" t "$SINK_IP:$SINK_PORT" python3 "$tests/tcp_server.py" sink "$SINK_IP" "$SINK_PORT" "$LIFETIME"
+	if [[ -x $ws ]]; then
+		serve ws_echo "WebSocket echo" t "$WS_IP:$WS_PORT" "$ws" --listen "$WS_IP:$WS_PORT" --lifetime "$LIFETIME"
+	else
+		say "no WebSocket echo server: $ws is missing (cargo build --release --examples)"
+	fi
+	serve iperf3 "iperf3 server" t "$IPERF_IP:5201" iperf3 -s -B "$IPERF_IP"
+	say "inet servers up after $(since "$t0") (with 11.1 MB of random files)"
 }
 
 api_answers() { nx client curl -sf --max-time 2 -o /dev/null "${NYM_API}v1/epoch/key-rotation-info"; }
@@ -376,14 +416,15 @@ api_answers() { nx client curl -sf --max-time 2 -o /dev/null "${NYM_API}v1/epoch
 start_directory() {
 	local gw_spec="id=4,ip=${IP[gw]},ws-port=9000,details=$W/gw.json"
 	[[ -z ${LOCALNET_GW_VERSION:-} ]] || gw_spec+=",version=$LOCALNET_GW_VERSION"
+	[[ -z ${LOCALNET_GW_HOSTNAME:-} ]] || gw_spec+=",hostname=$LOCALNET_GW_HOSTNAME"
 	daemon directory directory "$W/log/directory.log" "$SMX_DIRECTORY" --listen "$API_IP:8000" \
 		--node-version "$NODE_VERSION" \
 		--mixnode "id=1,layer=1,ip=${IP[mix1]},details=$W/mix1.json" \
 		--mixnode "id=2,layer=2,ip=${IP[mix2]},details=$W/mix2.json" \
 		--mixnode "id=3,layer=3,ip=${IP[mix3]},details=$W/mix3.json" \
 		--gateway "$gw_spec"
-	GW_VERSION=${LOCALNET_GW_VERSION:-$NODE_VERSION}
-	ready "directory stand-in" "$NYM_API answers from ns client, gateway as $GW_VERSION" 15 \
+	GW_VERSION=${LOCALNET_GW_VERSION:-$NODE_VERSION} GW_HOSTNAME=${LOCALNET_GW_HOSTNAME:-}
+	ready "directory stand-in" "$NYM_API answers from ns client, gateway as $GW_VERSION${GW_HOSTNAME:+ named $GW_HOSTNAME}" 15 \
 		"$(pid_of directory)" "$W/log/directory.log" api_answers
 }
 
@@ -476,6 +517,7 @@ write_env() {
 		q NYM_API "$NYM_API"
 		q LOCALNET_NODE_VERSION "$NODE_VERSION"
 		q LOCALNET_GW_VERSION "$GW_VERSION"
+		q LOCALNET_GW_HOSTNAME "${GW_HOSTNAME:-}"
 		q LOCALNET_IPR_ADDRESS "$IPR_ADDRESS"
 		q LOCALNET_GW_IDENTITY "$GW_IDENTITY"
 		q LOCALNET_GW_IP "${IP[gw]}"
@@ -485,13 +527,22 @@ write_env() {
 		q LOCALNET_EXIT_IP6 2001:db8:1::1
 		q LOCALNET_HTTP_IP "$HTTP_IP"
 		q LOCALNET_HTTP_IP6 "$HTTP_IP6"
+		q LOCALNET_HTTP_ALT_IP "$HTTP_ALT_IP"
 		q LOCALNET_DNS_IP "$DNS_IP"
 		q LOCALNET_DNS_IP6 "$DNS_IP6"
 		q LOCALNET_DNS_NAME smolmix.test
 		q LOCALNET_UDP_ECHO_IP "$ECHO_IP"
 		q LOCALNET_UDP_ECHO_PORT 7
+		q LOCALNET_TCP_ECHO_IP "$ECHO_IP"
+		q LOCALNET_TCP_ECHO_PORT 7
+		q LOCALNET_SINK_IP "$SINK_IP"
+		q LOCALNET_SINK_PORT "$SINK_PORT"
+		q LOCALNET_WS_URL "$(running ws_echo && echo "ws://$WS_IP:$WS_PORT/")"
 		q LOCALNET_IPERF_IP "$IPERF_IP"
 		q LOCALNET_WWW "$W/www"
+		q LOCALNET_SMALL_URL "http://$HTTP_IP/small.bin"
+		q LOCALNET_SMALL_FILE "$W/www/small.bin"
+		q LOCALNET_SMALL_SHA256 "$(sha_of small.bin)"
 		q LOCALNET_MID_URL "http://$HTTP_IP/mid.bin"
 		q LOCALNET_MID_FILE "$W/www/mid.bin"
 		q LOCALNET_MID_SHA256 "$(sha_of mid.bin)"
@@ -517,6 +568,7 @@ write_state() {
 		q SMX_DIRECTORY "$SMX_DIRECTORY"
 		q NODE_VERSION "$NODE_VERSION"
 		q GW_VERSION "${GW_VERSION:-}"
+		q GW_HOSTNAME "${GW_HOSTNAME:-}"
 		q IPR_ADDRESS "${IPR_ADDRESS:-}"
 		q GW_IDENTITY "${GW_IDENTITY:-}"
 	} >"$W/state.tmp"
@@ -684,6 +736,11 @@ cmd_status() {
 	say "localnet $P-*, state in $W, NYM_API=$NYM_API"
 	exec 4>&2 2>/dev/null    # the probes' own complaints; the table says it
 	for n in "${NODES[@]}" directory "${SERVERS[@]}"; do
+		# A server never started (ws_echo without its binary, a network from an older script).
+		if [[ ! -e $W/pids/$n.pid && " ${SERVERS[*]} " == *" $n "* ]]; then
+			printf '  %-10s %s\n' "$n" "not started"
+			continue
+		fi
 		if running "$n"; then line="running (pid $(pid_of "$n"))"; else line="NOT RUNNING"; bad=1; fi
 		case $n in
 		mix?) if http_api "$n"; then line+=", HTTP API answers"; else line+=", HTTP API silent"; bad=1; fi ;;
@@ -692,7 +749,7 @@ cmd_status() {
 			if ws_accepts; then line+=", websocket :9000 accepts"; else line+=", websocket :9000 closed"; bad=1; fi
 			if has_nymtun; then line+=", nymtun0 10.0.0.1/16"; else line+=", no nymtun0"; bad=1; fi
 			;;
-		directory) if api_answers; then line+=", answers (gateway as $GW_VERSION)"; else line+=", silent"; bad=1; fi ;;
+		directory) if api_answers; then line+=", answers (gateway as $GW_VERSION${GW_HOSTNAME:+, named $GW_HOSTNAME})"; else line+=", silent"; bad=1; fi ;;
 		esac
 		printf '  %-10s %s\n' "$n" "$line"
 	done
