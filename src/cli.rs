@@ -121,8 +121,8 @@ pub struct UpArgs {
     #[arg(long, value_enum, default_value_t = TrafficProfile::Default)]
     pub traffic: TrafficProfile,
 
-    /// Reply SURBs sent with each message (1-100; the exit can only answer through them).
-    /// Ignored by udp:// exits.
+    /// Reply SURBs the exit holds in hand beyond its reserve even when idle (1-100); more are
+    /// sent as its replies need them (it can only answer through them). Ignored by udp:// exits.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub surbs: u32,
 

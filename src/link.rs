@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
 
-use crate::ipr::{Event, Session, SessionConfig, SessionError};
+use crate::ipr::{Event, MessageKind, Session, SessionConfig, SessionError};
 use crate::transport::Transport;
 
 /// What the exit gave us on connect.
@@ -53,6 +53,7 @@ pub fn session_config(transport: &Transport, max_version: u8) -> SessionConfig {
         keepalive_idle: Duration::from_secs(15),
         dead_after: Duration::from_secs(45),
         probe_timeout: Duration::from_secs(15),
+        tx_queue: transport.queue_limit(),
     }
 }
 
@@ -129,12 +130,32 @@ pub async fn disconnect(session: &mut Session, transport: &mut Transport, rx: &m
     }
 }
 
-/// Sends every message the session has ready.
+/// Sends every message the session has ready, whatever the transport's pace (the handshake and
+/// the goodbye, which are control messages anyway).
 pub async fn flush_transmit(session: &mut Session, transport: &mut Transport) {
     while let Some(msg) = session.poll_transmit() {
         transport.send(msg.bytes, msg.kind).await;
         session.pop_transmit();
     }
+}
+
+/// Sends what the transport has room for: control messages always, data while it is ready;
+/// when it is ready and nothing else is queued, the open bundle is closed and sent too, so a
+/// packet on an idle link never waits. Returns when to try again if something is still held
+/// back (the caller's pacing timer), `None` when nothing is.
+pub async fn transmit(session: &mut Session, transport: &mut Transport) -> Option<Instant> {
+    loop {
+        match session.poll_transmit() {
+            Some(msg) if msg.kind == MessageKind::Control || transport.ready() => {
+                transport.send(msg.bytes, msg.kind).await;
+                session.pop_transmit();
+            }
+            Some(_) => break,
+            None if session.has_pending() && transport.ready() => session.flush(),
+            None => break,
+        }
+    }
+    session.has_pending().then(|| Instant::now() + transport.retry_after())
 }
 
 /// Sleeps until `deadline`, or forever without one (a `select!` arm that never fires).

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tun_rs::AsyncDevice;
 
 use crate::ipr::{Event, Session};
-use crate::link::{self, flush_transmit, sleep_opt, Allocation, Backoff, ConnectError};
+use crate::link::{self, sleep_opt, Allocation, Backoff, ConnectError};
 use crate::pipeline::{self, Action, Pipeline};
 use crate::system::dns::{Applied, DnsError};
 use crate::system::host::{Host, HostError};
@@ -360,6 +360,8 @@ impl Running<'_> {
     ) -> Result<(), DriverError> {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When to offer held-back data to the transport again (it was busy).
+        let mut pace_at: Option<Instant> = None;
         loop {
             let deadline = session.poll_timeout().map(Instant::from_std);
             // Unbiased on purpose: under a saturating upload the TUN is always readable, and a
@@ -385,6 +387,7 @@ impl Running<'_> {
                     }
                 }
                 () = sleep_opt(deadline) => session.handle_timeout(Instant::now().into_std()),
+                () = sleep_opt(pace_at) => {}
                 () = sleep_opt(self.retry_at) => {
                     self.retry_at = None;
                     *session = Session::new(link::session_config(transport, self.max_version), Instant::now().into_std());
@@ -403,15 +406,16 @@ impl Running<'_> {
                     self.write_status(state, session, transport);
                 }
             }
-            flush_transmit(session, transport).await;
+            link::transmit(session, transport).await;
             while let Some(ev) = session.poll_event() {
                 self.on_event(session, ev)?;
             }
-            flush_transmit(session, transport).await;
+            pace_at = link::transmit(session, transport).await;
         }
     }
 
-    /// Reads up to [`BURST`] packets from the TUN, then closes the bundle.
+    /// Reads up to [`BURST`] packets from the TUN into the session's bundle; the bundle is
+    /// closed by [`link::transmit`] as soon as the transport can take it.
     async fn drain_tun(&mut self, session: &mut Session) -> Result<(), DriverError> {
         let now = Instant::now().into_std();
         for _ in 0..BURST {
@@ -426,7 +430,6 @@ impl Running<'_> {
                 Action::Drop => {}
             }
         }
-        session.flush();
         Ok(())
     }
 

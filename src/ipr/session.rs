@@ -51,6 +51,9 @@ pub struct SessionConfig {
     /// before it is declared unresponsive (shorter than `dead_after`: the path is new, so
     /// silence now means the exit lost us, not that the mixnet is slow).
     pub probe_timeout: Duration,
+    /// Finished messages the session holds at most while the transport is not ready for them
+    /// (the oldest data message goes first when full; up to [`super::transmit::TX_RING_CAP`]).
+    pub tx_queue: usize,
 }
 
 impl SessionConfig {
@@ -64,6 +67,7 @@ impl SessionConfig {
             keepalive_idle: Duration::from_secs(15),
             dead_after: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(15),
+            tx_queue: super::transmit::TX_RING_CAP,
         }
     }
 }
@@ -192,12 +196,13 @@ impl Session {
     /// cost one whole mixnet message for nothing; the Connect frame binds the stream (§4.4).
     pub fn new(cfg: SessionConfig, now: Instant) -> Self {
         let first = if cfg.max_version >= 10 { 10 } else { 9 };
+        let ring = TxRing::with_cap(cfg.tx_queue);
         let mut s = Session {
             cfg,
             phase: Phase::Closed,
             link: None,
             bundler: Bundler::new(BUNDLE_BUDGET, HEADROOM),
-            ring: TxRing::new(),
+            ring,
             cur: None,
             cur_packets: 0,
             tx_seq: 0,
@@ -216,6 +221,18 @@ impl Session {
         };
         s.start_connect(first);
         s
+    }
+
+    /// Whether one more packet can be queued without pushing out a finished message: the
+    /// transmit queue has room for the bundle it may close. A caller that can hold packets
+    /// back (a userspace stack) waits for this instead of losing them.
+    pub fn can_queue(&self) -> bool {
+        self.ring.len() + 1 < self.ring.cap()
+    }
+
+    /// Whether anything waits to be sent: a partial bundle or finished messages.
+    pub fn has_pending(&self) -> bool {
+        self.cur.is_some() || self.ring.len() > 0
     }
 
     pub fn is_connected(&self) -> bool {

@@ -48,17 +48,31 @@ pub enum Pushed {
     DroppedNew,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TxRing {
     queue: VecDeque<Slot>,
     free: Vec<Vec<u8>>,
+    cap: usize,
+}
+
+impl Default for TxRing {
+    fn default() -> Self {
+        TxRing::new()
+    }
 }
 
 impl TxRing {
     pub fn new() -> Self {
+        TxRing::with_cap(TX_RING_CAP)
+    }
+
+    /// A ring of at most `cap` data messages (1..=[`TX_RING_CAP`]).
+    pub fn with_cap(cap: usize) -> Self {
+        let cap = cap.clamp(1, TX_RING_CAP);
         TxRing {
-            queue: VecDeque::with_capacity(TX_RING_CAP),
+            queue: VecDeque::with_capacity(cap),
             free: Vec::with_capacity(FREE_CAP),
+            cap,
         }
     }
 
@@ -83,7 +97,7 @@ impl TxRing {
     /// Queue `buf[start..]` as the newest message.
     pub fn push(&mut self, buf: Vec<u8>, start: usize, kind: Kind) -> Pushed {
         let mut outcome = Pushed::Queued;
-        if self.queue.len() >= TX_RING_CAP {
+        if self.queue.len() >= self.cap {
             // Skip index 0: it may be in flight between poll_transmit and pop_transmit.
             let victim = self
                 .queue
@@ -128,6 +142,10 @@ impl TxRing {
     /// Drops every queued message (their buffers go back to the pool).
     pub fn clear(&mut self) {
         while self.pop().is_some() {}
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     pub fn len(&self) -> usize {

@@ -34,6 +34,37 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Whether the transport takes a data message now; `false` means it is still busy with
+    /// earlier ones, so the session keeps bundling (control messages go regardless).
+    pub fn ready(&self) -> bool {
+        match self {
+            Transport::Udp(_) => true,
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.ready(),
+        }
+    }
+
+    /// Messages the session may hold for this transport (its bottleneck queue). A local exit
+    /// takes everything at once; on the mixnet the session's queue is where an upload waits,
+    /// so it is kept short: 32 messages are ~0.2 s of the fast profile's uplink and ~1 s of the
+    /// default's, a delay TCP can live with, where a deeper queue reads as a longer round trip.
+    pub fn queue_limit(&self) -> usize {
+        match self {
+            Transport::Udp(_) => crate::ipr::transmit::TX_RING_CAP,
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(_) => 32,
+        }
+    }
+
+    /// How long to wait before asking [`Transport::ready`] again.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Transport::Udp(_) => Duration::ZERO,
+            #[cfg(feature = "mixnet")]
+            Transport::Mixnet(t) => t.retry_after(),
+        }
+    }
+
     /// Waits for one whole message from the exit; returns its length in `buf`.
     pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -130,7 +130,8 @@ impl TunnelBuilder {
         self
     }
 
-    /// Reply SURBs sent with each message, default 4 (mixnet only; ignored for `udp://`).
+    /// Reply SURBs the exit holds in hand beyond its reserve even when idle, default 4; more
+    /// are sent as its replies need them (mixnet only; ignored for `udp://`).
     #[cfg(feature = "mixnet")]
     pub fn reply_surbs(mut self, surbs: u32) -> Self {
         self.mixnet.reply_surbs = surbs;

@@ -6,11 +6,13 @@
 //! Each turn:
 //! * if the session's timer is due, run it (keepalive, connect fallback, dead-exit verdict);
 //! * poll the stack once (≤ `DEVICE_BURST` received packets in, everything due out) and move
-//!   the packets it emitted into the session, then close the bundle and send every message;
+//!   the packets it emitted into the session, and send what the transport has room for
+//!   (`link::transmit`: the bundle stays open while the mixnet client is busy);
 //! * handle session events (a lost exit starts a new session; `Connected` installs the new
 //!   allocation in the stack);
 //! * wait for the first of: shutdown, a message from the exit, a pulse from a socket handle,
-//!   or `min(stack.poll_at, session.poll_timeout)` (now, if received packets are still queued).
+//!   or the earliest of the stack's, the session's, the retry's and the pacing deadline (now,
+//!   if received packets are still queued).
 //!
 //! # Cancel safety
 //!
@@ -33,7 +35,7 @@ use tokio::time::Instant;
 use super::device::DEVICE_BURST;
 use super::stack::{LinkState, Shared};
 use crate::ipr::{Event, Session};
-use crate::link::{self, flush_transmit, sleep_opt, Allocation, Backoff};
+use crate::link::{self, sleep_opt, Allocation, Backoff};
 use crate::transport::Transport;
 
 /// Receive buffer: one whole message (a 64 KiB bundle plus the LP and IPR headers).
@@ -109,18 +111,18 @@ impl Runner {
                 self.session.handle_timeout(now);
             }
             let more = self.poll_stack(now);
-            flush_transmit(&mut self.session, &mut self.transport).await;
+            link::transmit(&mut self.session, &mut self.transport).await;
             while let Some(ev) = self.session.poll_event() {
                 self.on_event(ev);
             }
-            flush_transmit(&mut self.session, &mut self.transport).await;
+            let pace_at = link::transmit(&mut self.session, &mut self.transport).await;
 
             let deadline = if more {
                 Some(Instant::now())
             } else {
                 let now = Instant::now().into_std();
                 let stack_at = self.shared.lock().poll_at(now);
-                [stack_at, self.session.poll_timeout(), self.retry_at.map(Instant::into_std)]
+                [stack_at, self.session.poll_timeout(), self.retry_at.map(Instant::into_std), pace_at.map(Instant::into_std)]
                     .into_iter()
                     .flatten()
                     .min()
@@ -146,12 +148,13 @@ impl Runner {
         let mut st = self.shared.lock();
         let more = st.poll(now);
         let tx = &mut st.device.tx;
-        while let Some(pkt) = tx.front() {
+        // Only what the session can queue: the rest stays in the device, whose full queue makes
+        // smoltcp hold its segments (back-pressure) rather than lose them in the session.
+        while let Some(pkt) = tx.front().filter(|_| self.session.can_queue()) {
             self.session.send_ip(pkt, now);
             tx.pop();
         }
-        // Bundle what this poll produced into as few messages as possible, then send.
-        self.session.flush();
+        // The bundle stays open until the transport can take it (link::transmit).
         more
     }
 

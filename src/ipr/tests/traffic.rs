@@ -335,3 +335,21 @@ fn an_answered_probe_keeps_the_session_and_the_longest_stall_is_recorded() {
     fresh.handle_path_change(t0);
     assert!(drain(&mut fresh).is_empty());
 }
+
+#[test]
+fn can_queue_says_when_one_more_bundle_would_push_out_a_message() {
+    let t0 = Instant::now();
+    let mut s = Session::new(SessionConfig { tx_queue: 4, ..cfg() }, t0);
+    let (_, id) = connect_id(&drain(&mut s)[0]);
+    s.handle_message(&frame(0, &connect_ok_v10(id)), t0);
+    let mut queued = 0;
+    while s.can_queue() {
+        s.send_ip(&[0x45; 1400], t0); // one full bundle each
+        s.flush();
+        queued += 1;
+    }
+    assert_eq!(queued, 3, "room is kept for the bundle that closes next");
+    assert_eq!(s.stats().tx_dropped, 0);
+    assert_eq!(drain(&mut s).len(), 3);
+    assert!(s.can_queue());
+}

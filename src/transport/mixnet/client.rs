@@ -18,10 +18,10 @@ use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nym_sdk::mixnet::{
-    InputMessage, MixnetClientBuilder, MixnetClientSender, MixnetClientStorage, MixnetMessageSender, Recipient,
+    InputMessage, LaneQueueLengths, MixnetClientBuilder, MixnetClientSender, MixnetClientStorage, MixnetMessageSender, Recipient,
     StoragePaths, TransmissionLane,
 };
 use nym_sdk::ShutdownTracker;
@@ -32,6 +32,8 @@ use tokio::task::JoinHandle;
 use super::discovery::{lookup_protocol, unreachable};
 use super::gateway::{GatewayWatch, TOPOLOGY_REFRESH};
 use super::options::CONTROL_REPLY_SURBS;
+use super::pacing::Pacer;
+use super::surbs::ReplySupply;
 use super::{error_chain, parse_recipient, MixnetClient, MixnetError, MixnetOptions};
 use crate::ipr::MessageKind;
 
@@ -54,8 +56,12 @@ pub struct MixnetStats {
     pub recv_queue_drops: u64,
     /// Downlink messages dropped because they did not fit the caller's buffer.
     pub oversize_drops: u64,
-    /// Reply SURBs attached to each message (not a counter; reported so status shows it).
-    pub reply_surbs_per_message: u64,
+    /// `--surbs`: SURBs the exit should hold beyond its reserve (a setting, shown in status).
+    pub reply_surbs_spare: u64,
+    /// Reply SURBs sent in all (data and control messages), and how many of them the exit
+    /// should still hold by our count (sent minus downlink messages).
+    pub reply_surbs_sent: u64,
+    pub reply_surbs_outstanding: u64,
 }
 
 #[derive(Debug, Default)]
@@ -70,7 +76,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn snapshot(&self, reply_surbs: u32) -> MixnetStats {
+    fn snapshot(&self, reply_surbs: u32, supply: &ReplySupply) -> MixnetStats {
         MixnetStats {
             messages_in: self.messages_in.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
@@ -79,7 +85,9 @@ impl Counters {
             send_errors: self.send_errors.load(Relaxed),
             recv_queue_drops: self.recv_queue_drops.load(Relaxed),
             oversize_drops: self.oversize_drops.load(Relaxed),
-            reply_surbs_per_message: u64::from(reply_surbs),
+            reply_surbs_spare: u64::from(reply_surbs),
+            reply_surbs_sent: supply.given(),
+            reply_surbs_outstanding: supply.outstanding(),
         }
     }
 }
@@ -158,11 +166,12 @@ pub(crate) fn input_message(ipr: Recipient, msg: &[u8], reply_surbs: u32) -> Inp
     InputMessage::new_anonymous(ipr, msg.to_vec(), reply_surbs, TransmissionLane::General, None)
 }
 
-/// Reply SURBs attached to a message of `kind`.
-pub(crate) fn surbs_for(kind: MessageKind, reply_surbs: u32) -> u32 {
+/// Reply SURBs attached to a message of `kind`: control messages enough for an immediate
+/// answer, data messages what the supply says (see [`super::surbs`]).
+pub(crate) fn surbs_for(kind: MessageKind, supply: &mut ReplySupply, now: Instant) -> u32 {
     match kind {
-        MessageKind::Control => reply_surbs.max(CONTROL_REPLY_SURBS),
-        MessageKind::Data => reply_surbs,
+        MessageKind::Control => CONTROL_REPLY_SURBS.max(supply.for_data(now)),
+        MessageKind::Data => supply.for_data(now),
     }
 }
 
@@ -170,6 +179,10 @@ pub struct MixnetTransport {
     sender: MixnetClientSender,
     ipr: Recipient,
     reply_surbs: u32,
+    supply: ReplySupply,
+    pacer: Pacer,
+    /// The SDK's send queue lengths, per lane.
+    lanes: LaneQueueLengths,
     queue: RecvQueue,
     counters: Arc<Counters>,
     gateway: Arc<GatewayWatch>,
@@ -213,7 +226,7 @@ impl MixnetTransport {
         gateway.set_fd(client.gateway_connection().gateway_ws_fd);
         gateway.refresh(&client).await;
         tracing::info!(nym_address = %client.nym_address(), ipr = %recipient, ?hint, "connected to the Nym mixnet");
-        Self::start(client, recipient, opts.reply_surbs, hint, gateway)
+        Self::start(client, recipient, opts, hint, gateway)
     }
 
     /// Wraps a caller-built client (`Tunnel::from_client`). Needs a tokio runtime. The client
@@ -235,28 +248,35 @@ impl MixnetTransport {
         let gateway = Arc::new(GatewayWatch::default());
         gateway.set_fd(client.gateway_connection().gateway_ws_fd);
         gateway.refresh(&client).await;
-        Self::start(client, recipient, opts.reply_surbs, hint, gateway)
+        Self::start(client, recipient, opts, hint, gateway)
     }
 
     fn start(
         client: MixnetClient,
         ipr: Recipient,
-        reply_surbs: u32,
+        opts: &MixnetOptions,
         version_hint: Option<u8>,
         gateway: Arc<GatewayWatch>,
     ) -> Result<Self, MixnetError> {
+        let reply_surbs = opts.reply_surbs;
+        // A caller-built client's own profile is not readable; its options say which it is.
+        let tick = opts.debug_config().traffic.message_sending_average_delay;
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| MixnetError::Client("a tokio runtime is needed to run the mixnet client".into()))?;
         let counters = Arc::new(Counters::default());
         let (tx, queue) = RecvQueue::new(RECV_QUEUE, counters.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
         let sender = client.split_sender();
+        let lanes = client.shared_lane_queue_lengths();
         let nym_address = client.nym_address().to_string();
         let task = rt.spawn(pump(client, tx, counters.clone(), gateway.clone(), stop_rx));
         Ok(MixnetTransport {
             sender,
             ipr,
             reply_surbs,
+            supply: ReplySupply::new(reply_surbs, Instant::now()),
+            pacer: Pacer::new(tick),
+            lanes,
             queue,
             counters,
             gateway,
@@ -268,20 +288,28 @@ impl MixnetTransport {
     }
 
     pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.queue.recv(buf).await
+        let n = self.queue.recv(buf).await?;
+        self.supply.received(Instant::now());
+        Ok(n)
     }
 
     pub fn try_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.queue.try_recv(buf)
+        let n = self.queue.try_recv(buf)?;
+        self.supply.received(Instant::now());
+        Ok(n)
     }
 
     /// Sends one message; a failure is counted and logged, never returned (the session
     /// notices a dead exit; a stopped client also ends `recv`). A control message carries
     /// enough SURBs for the IPR to answer at once (see [`CONTROL_REPLY_SURBS`]).
     pub async fn send(&mut self, msg: &[u8], kind: MessageKind) {
-        let surbs = surbs_for(kind, self.reply_surbs);
+        let surbs = surbs_for(kind, &mut self.supply, Instant::now());
         match self.sender.send(input_message(self.ipr, msg, surbs)).await {
             Ok(()) => {
+                self.supply.sent(surbs);
+                if kind == MessageKind::Data {
+                    self.pacer.sent(Instant::now());
+                }
                 self.counters.messages_out.fetch_add(1, Relaxed);
                 self.counters.bytes_out.fetch_add(msg.len() as u64, Relaxed);
             }
@@ -290,6 +318,16 @@ impl MixnetTransport {
                 tracing::debug!(e = %error_chain(&e), "mixnet send failed");
             }
         }
+    }
+
+    /// Whether a data message may go now (see [`super::pacing`]); control messages always may.
+    pub fn ready(&self) -> bool {
+        self.pacer.ready(self.lanes.total(), Instant::now())
+    }
+
+    /// How long to wait before asking [`MixnetTransport::ready`] again.
+    pub fn retry_after(&self) -> Duration {
+        self.pacer.retry_after()
     }
 
     /// How often the client reconnected to its entry gateway (a caller-built client does not
@@ -304,7 +342,7 @@ impl MixnetTransport {
     }
 
     pub fn stats(&self) -> MixnetStats {
-        self.counters.snapshot(self.reply_surbs)
+        self.counters.snapshot(self.reply_surbs, &self.supply)
     }
 
     /// 10 or 9 if the directory told us the exit's release at connect time.

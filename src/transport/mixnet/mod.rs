@@ -23,6 +23,8 @@ pub mod client;
 pub mod discovery;
 pub mod gateway;
 pub mod options;
+pub mod pacing;
+pub mod surbs;
 
 use std::error::Error as StdError;
 use std::path::PathBuf;

@@ -13,9 +13,11 @@
 //!     from 5 packets/s (~96 kbit/s) to ~none ("basically don't really send cover messages").
 //!     The Poisson stream itself still emits cover when idle, so traffic stays unlinkable
 //!     in timing, only its loop-cover component goes.
-//! - `reply_surbs`: SURBs attached to *every* message (`InputMessage::new_anonymous`), default
-//!   4 instead of the SDK's 10: one v2 SURB is ~460 B, so 10 cost ~3 extra Sphinx packets per
-//!   message while 4 cost ~1 (ipr-protocol.md §4.5); the IPR asks for more when it runs low.
+//! - `reply_surbs`: reply SURBs the exit should hold beyond its reserve of 10 even when idle,
+//!   default 4; [`super::surbs::ReplySupply`] tops the exit up to that, or to what its reply
+//!   rate needs, with the SURBs of the next data messages (`InputMessage::new_anonymous`), and
+//!   sends none while it is stocked. A legacy SURB (the SDK's default Sphinx format) is 1164 B:
+//!   the SDK's fixed 10 per message cost ~7 Sphinx packets beside a message of one.
 //! - `storage_dir`: `None` = ephemeral keys (a new Nym address per run, the SDK default);
 //!   `Some(dir)` = `MixnetClientBuilder::new_with_default_storage` in `dir` (mode 0700): same
 //!   identity, same registered entry gateway across runs.
@@ -36,7 +38,7 @@ pub const FAST_MESSAGE_SENDING_AVERAGE_DELAY: Duration = Duration::from_millis(4
 pub const FAST_AVERAGE_PACKET_DELAY: Duration = Duration::from_millis(10);
 pub const FAST_LOOP_COVER_AVERAGE_DELAY: Duration = Duration::from_millis(2_000_000);
 
-/// Default reply SURBs per data message (ipr-protocol.md §4.5).
+/// Default spare reply SURBs the exit holds beyond its reserve (see [`super::surbs`]).
 pub const DEFAULT_REPLY_SURBS: u32 = 4;
 /// Reply SURBs on a control message (Connect, Disconnect). The IPR keeps the first 10 SURBs of
 /// a sender in reserve and answers only with SURBs above that (nym-node's service-provider

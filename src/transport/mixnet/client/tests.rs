@@ -24,7 +24,7 @@ fn uplink_message_is_anonymous_with_the_configured_surbs() {
 }
 
 #[test]
-fn default_options_send_four_surbs() {
+fn default_options_keep_four_spare_surbs() {
     let ipr = parse_recipient(IPR).unwrap();
     let m = input_message(ipr, b"x", MixnetOptions::default().reply_surbs);
     assert!(matches!(m, InputMessage::Anonymous { reply_surbs: 4, .. }));
@@ -33,10 +33,14 @@ fn default_options_send_four_surbs() {
 #[test]
 fn control_messages_carry_enough_surbs_for_an_immediate_answer() {
     // The IPR answers only with SURBs above its reserve of 10.
-    assert!(surbs_for(MessageKind::Control, 4) > 10);
-    assert_eq!(surbs_for(MessageKind::Control, 4), CONTROL_REPLY_SURBS);
-    assert_eq!(surbs_for(MessageKind::Control, 50), 50, "never fewer than asked for");
-    assert_eq!(surbs_for(MessageKind::Data, 4), 4);
+    let t0 = Instant::now();
+    let mut supply = ReplySupply::new(4, t0);
+    assert!(surbs_for(MessageKind::Control, &mut supply, t0) > 10);
+    assert_eq!(surbs_for(MessageKind::Control, &mut supply, t0), CONTROL_REPLY_SURBS);
+    let mut rich = ReplySupply::new(50, t0);
+    assert_eq!(surbs_for(MessageKind::Control, &mut rich, t0), CONTROL_REPLY_SURBS.max(12));
+    supply.sent(20);
+    assert_eq!(surbs_for(MessageKind::Data, &mut supply, t0), 0, "stocked: a data message carries none");
 }
 
 #[test]
@@ -59,9 +63,9 @@ async fn queue_is_bounded_and_counts_drops() {
     assert_eq!(q.try_recv(&mut buf).unwrap(), 3);
     assert_eq!(&buf[..3], b"two");
     assert_eq!(q.try_recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
-    let s = counters.snapshot(4);
+    let s = counters.snapshot(4, &ReplySupply::new(4, Instant::now()));
     assert_eq!((s.messages_in, s.bytes_in, s.recv_queue_drops), (2, 6, 1));
-    assert_eq!(s.reply_surbs_per_message, 4);
+    assert_eq!(s.reply_surbs_spare, 4);
 }
 
 #[tokio::test]
@@ -76,7 +80,7 @@ async fn oversize_messages_are_dropped_and_the_next_one_delivered() {
     assert_eq!(q.recv(&mut buf).await.unwrap(), 8);
     assert_eq!(buf, [1u8; 8]);
     assert_eq!(q.try_recv(&mut buf).unwrap(), 0);
-    assert_eq!(counters.snapshot(0).oversize_drops, 2);
+    assert_eq!(counters.snapshot(0, &ReplySupply::new(1, Instant::now())).oversize_drops, 2);
 }
 
 #[tokio::test]
