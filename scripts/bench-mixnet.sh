@@ -36,6 +36,9 @@ PROFILES=${PROFILES:-default fast}
 IMPLS=${IMPLS:-vpn library upstream}
 SIZES=${SIZES:-1 10}
 PINGS=${PINGS:-20}
+# A transfer still running after this long is reported as "timeout" (upstream smolmix needs
+# minutes per MB) and that implementation's remaining transfers are skipped.
+MAX_TRANSFER=${MAX_TRANSFER:-600}
 [[ $(id -u) -eq 0 ]] || { echo "bench-mixnet.sh needs root (network namespaces): sudo $0" >&2; exit 1; }
 for b in smolmix-vpn smolmix-directory examples/mixnet_bench; do
 	[[ -x $SMX_BIN/$b ]] || { echo "missing $SMX_BIN/$b: cargo build --release --workspace --bins --examples" >&2; exit 1; }
@@ -121,16 +124,18 @@ vpn_put() {
 	EOF
 }
 
-# One row: impl profile connect p50 p95 then per size: down_s down_pkts up_s up_pkts.
+# One row: impl profile connect p50 p95, then per transfer (down, up per size) one cell:
+# "SECONDS PACKETS", "timeout" or "skipped". Cells are joined with '|'.
 ROWS=()
-row() { ROWS+=("$*"); log "row: $*"; }
+row() { local IFS='|'; ROWS+=("$*"); log "row: $*"; }
 
 bench_vpn() {
 	local profile=$1 args=(--nym-api "$NYM_API" --no-dns) t0 out p50 p95 r cells=()
 	[[ $profile == fast ]] && args+=(--traffic fast)
 	: >"$TMP/vpn.out"
 	t0=$(now)
-	inc env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "${args[@]}" >"$TMP/vpn.out" 2>"$TMP/vpn.err" &
+	# Not through inc(): $! must be smolmix-vpn itself (ip netns exec and env exec it).
+	ip netns exec "$C" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "${args[@]}" >"$TMP/vpn.out" 2>"$TMP/vpn.err" &
 	VPN_PID=$!
 	until grep -q '^connected' "$TMP/vpn.out"; do
 		kill -0 "$VPN_PID" 2>/dev/null || { log "vpn did not connect: $(tail -n 3 "$TMP/vpn.err")"; VPN_PID=; return 1; }
@@ -158,18 +163,25 @@ bench_lib() {
 		args+=(--get "http://$LOCALNET_HTTP_IP/$(file_for "$s"):$TMP/$impl-$s.bin" --upload "$LOCALNET_SINK_IP:$LOCALNET_SINK_PORT:$((s * 1000000))")
 	done
 	coproc LIB { exec ip netns exec "$C" "$bin" "${args[@]}" 2>"$TMP/$impl.err"; }
-	next() { read -r -t 1200 line <&"${LIB[0]}" || { log "$impl: no output ($(tail -n 2 "$TMP/$impl.err"))"; return 1; }; echo "$line" >&2; }
+	next() { read -r -t "${1:-60}" line <&"${LIB[0]}" || { log "$impl: no output within ${1:-60} s ($(tail -n 2 "$TMP/$impl.err"))"; return 1; }; echo "$line" >&2; }
+	# transfer: go, wait for the result line; "SECONDS PACKETS" into cells, or "timeout".
+	transfer() {
+		local p0 t0 p1 secs p2 p3
+		p0=$(packets); t0=$(now); go
+		if ! next "$MAX_TRANSFER"; then cells+=("timeout"); kill "$LIB_PID" 2>/dev/null; return 1; fi
+		secs=$(secs_since "$t0"); p1=$(packets)
+		p2=$(packets); sleep "$secs"; p3=$(packets)
+		cells+=("$secs $(( (p1 - p0) - (p3 - p2) ))")
+	}
 	go() { echo go >&"${LIB[1]}"; }
-	next; connect=${line#connected }
-	next; go; next; echo_line=$line                  # ready, echo
+	next || return 1; connect=${line#connected }
+	next || return 1; go; next || return 1; echo_line=$line   # ready, echo
+	local done=0
 	for s in $SIZES; do
-		next; local p0 t0 p1 secs p2 p3                  # ready (get)
-		p0=$(packets); t0=$(now); go; next; secs=$(secs_since "$t0"); p1=$(packets)
-		p2=$(packets); sleep "$secs"; p3=$(packets); cells+=("$secs $(( (p1 - p0) - (p3 - p2) ))")
+		if ((done)); then cells+=("skipped" "skipped"); continue; fi
+		next && transfer || { done=1; cells+=("skipped"); continue; }   # get
 		[[ $(sha256sum <"$TMP/$impl-$s.bin" | cut -d' ' -f1) == "$(sha_for "$s")" ]] || log "$impl: $s MB download has the wrong sha256"
-		next                                             # ready (upload)
-		p0=$(packets); t0=$(now); go; next; secs=$(secs_since "$t0"); p1=$(packets)
-		p2=$(packets); sleep "$secs"; p3=$(packets); cells+=("$secs $(( (p1 - p0) - (p3 - p2) ))")
+		next && transfer || done=1                                        # upload
 	done
 	wait "$LIB_PID" 2>/dev/null || true
 	set -- $echo_line
@@ -192,11 +204,16 @@ done
 	for s in $SIZES; do printf ' %9s %8s %9s %8s' "down${s}MB_s" pkts/MB "up${s}MB_s" pkts/MB; done
 	printf '\n'
 	for r in "${ROWS[@]}"; do
-		set -- $r
-		[[ $3 == failed ]] && { printf '%-9s %-8s failed\n' "$1" "$2"; continue; }
-		printf '%-9s %-8s %8.2f %6s %6s' "$1" "$2" "$3" "$4" "$5"; shift 5
+		IFS='|' read -r -a f <<<"$r"
+		[[ ${f[2]} == failed ]] && { printf '%-9s %-8s failed\n' "${f[0]}" "${f[1]}"; continue; }
+		printf '%-9s %-8s %8.2f %6s %6s' "${f[0]}" "${f[1]}" "${f[2]}" "${f[3]}" "${f[4]}"
+		i=5
 		for s in $SIZES; do
-			printf ' %9.1f %8.0f %9.1f %8.0f' "$1" "$(( $2 / s ))" "$3" "$(( $4 / s ))"; shift 4
+			for _ in down up; do
+				read -r secs pk <<<"${f[i]:-skipped}"
+				if [[ -n $pk ]]; then printf ' %9.1f %8.0f' "$secs" "$((pk / s))"; else printf ' %9s %8s' "$secs" -; fi
+				i=$((i + 1))
+			done
 		done
 		printf '\n'
 	done

@@ -36,7 +36,8 @@ fn all(args: &[String], name: &str) -> Vec<String> {
 /// Mainnet's details with every nym-api URL replaced by `url` (the local directory).
 fn network(url: &str) -> NymNetworkDetails {
     let mut net = NymNetworkDetails::new_mainnet();
-    let mut urls = net.nym_api_urls();
+    // ApiUrl is not re-exported by nym-sdk: reuse mainnet's entries, rewritten.
+    let mut urls = net.nym_api_urls.clone().unwrap_or_default();
     urls.truncate(1);
     for u in &mut urls {
         u.url = url.to_string();
