@@ -158,6 +158,16 @@ t_ns_gone() { [[ ! -e /run/netns/$1 ]] && ! ip netns list | grep -q "^$1\( \|$\)
 
 host_state >"$TMP/host.before" 2>&1
 
+# The caller's environment: what a program expects passes, secrets and loader variables do not.
+t_env() {
+	vx_env=$(on_client env TERM=xterm-test LC_TIME=C.UTF-8 API_TOKEN=s3cret LD_PRELOAD=/nonexistent.so \
+		SMOLMIX_RUN_DIR="$TMP/run" SUDO_UID=65534 SUDO_GID=65534 "$SMX_BIN/smolmix-vpn" exec -- env)
+	echo "$vx_env"
+	grep -qx 'TERM=xterm-test' <<<"$vx_env" && grep -qx 'LC_TIME=C.UTF-8' <<<"$vx_env" &&
+	grep -qx 'HOME=/nonexistent' <<<"$vx_env" && grep -q '^PATH=' <<<"$vx_env" &&
+	! grep -q 'API_TOKEN\|LD_PRELOAD\|SUDO_\|SMOLMIX_RUN_DIR' <<<"$vx_env"
+}
+
 pretty "$c" "up --netns $app"
 start_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2 --dns-check-name smolmix.test
 check "up says the TUN is up inside namespace $app" grep -q "smx0 in namespace $app is up" "$TMP/client.out"
@@ -182,6 +192,7 @@ check "as root without sudo, exec refuses and asks for --user" t_refuse_root
 check "--user root runs with no effective capabilities" t_root_nocaps
 check "two exec calls share the namespace at the same time" t_concurrent
 check "exec passes the command's exit status through (7)" t_exit_status
+check "exec clears the environment but for an allowlist (TERM, LANG, LC_*; no secrets, no LD_PRELOAD)" t_env
 check "exec with no command starts a shell whose programs use the tunnel" t_shell
 check "exec --netns of another namespace is refused, naming it" t_wrong_ns
 

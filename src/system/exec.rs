@@ -281,7 +281,10 @@ pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
 
     let program = spec.program.clone().unwrap_or_else(|| login_shell(&user.shell));
     let mut cmd = Command::new(&program);
-    cmd.args(&spec.args).env("HOME", &user.dir).env("USER", &user.name).env("LOGNAME", &user.name);
+    // A cleared environment plus what a program needs to find its terminal, language and
+    // display: the caller's (root's, under sudo) secrets and loader variables stay behind.
+    cmd.args(&spec.args).env_clear().envs(child_env(std::env::vars_os()));
+    cmd.env("HOME", &user.dir).env("USER", &user.name).env("LOGNAME", &user.name).env("SHELL", &user.shell);
     // SAFETY: the closure only makes system calls on data prepared above (see ChildPlan).
     unsafe { cmd.pre_exec(move || child_setup(&plan)) };
     let spawned = cmd.spawn();
@@ -297,6 +300,26 @@ pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
             _ => ExecError::Spawn { program, source },
         }
     })
+}
+
+/// Variables passed from the caller to the program; everything else is dropped.
+const ENV_ALLOW: &[&str] = &[
+    "TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "PATH", "DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY",
+    "XDG_RUNTIME_DIR", "XDG_SESSION_TYPE", "XDG_CURRENT_DESKTOP", "DBUS_SESSION_BUS_ADDRESS",
+];
+/// `PATH` when the caller has none (a minimal `env -i`): the FHS directories.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The program's environment from the caller's: the [`ENV_ALLOW`] list and `LC_*`, with a
+/// default `PATH`. (`HOME`, `USER`, `LOGNAME` and `SHELL` are the target user's, set apart.)
+fn child_env(vars: impl Iterator<Item = (OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    let mut out: Vec<(OsString, OsString)> = vars
+        .filter(|(k, _)| k.to_str().is_some_and(|k| ENV_ALLOW.contains(&k) || k.starts_with("LC_")))
+        .collect();
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    out
 }
 
 /// The shell `exec` starts when no command is given: the user's own, unless it is one of the
@@ -434,6 +457,25 @@ mod tests {
         assert_eq!(login_shell(Path::new("/usr/sbin/nologin")), "/bin/sh");
         assert_eq!(login_shell(Path::new("/bin/false")), "/bin/sh");
         assert_eq!(login_shell(Path::new("")), "/bin/sh");
+    }
+
+    #[test]
+    fn the_child_gets_an_allowlisted_environment() {
+        let caller = [
+            ("TERM", "xterm-256color"),
+            ("LC_ALL", "C.UTF-8"),
+            ("DISPLAY", ":0"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("SUDO_COMMAND", "/usr/bin/smolmix-vpn exec"),
+            ("HOME", "/root"),
+        ];
+        let env = child_env(caller.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));
+        let keys: Vec<&str> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
+        assert_eq!(keys, ["TERM", "LC_ALL", "DISPLAY", "PATH"]);
+        assert_eq!(env[3].1, DEFAULT_PATH, "a default PATH when the caller has none");
+        let with_path = child_env([(OsString::from("PATH"), OsString::from("/opt/bin"))].into_iter());
+        assert_eq!(with_path, [(OsString::from("PATH"), OsString::from("/opt/bin"))]);
     }
     use std::collections::HashMap;
 
