@@ -151,13 +151,14 @@ stop_client() {
 	return $rc
 }
 
-# Nothing of ours is left in ns $c: no TUN, no rules, no table, no journal.
+# Nothing of ours is left in ns $c: no TUN, no rules, no table, no kill switch, no journal.
 host_is_clean() {
 	! n "$c" ip link show smx0 2>/dev/null &&
 	! n "$c" ip rule show | grep -q 'lookup 29549' &&
 	! n "$c" ip -6 rule show | grep -q 'lookup 29549' &&
 	[[ -z $(n "$c" ip route show table 29549 2>/dev/null) ]] &&
 	[[ -z $(n "$c" ip -6 route show table 29549 2>/dev/null) ]] &&
+	! n "$c" nft list table inet smolmix_killswitch >/dev/null 2>&1 &&
 	[[ ! -e $TMP/run/journal ]]
 }
 

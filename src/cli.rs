@@ -105,6 +105,11 @@ pub struct UpArgs {
     #[arg(long = "exclude", value_name = "CIDR")]
     pub excludes: Vec<Cidr>,
 
+    /// With the full tunnel's kill switch: still reach local networks (RFC 1918, link-local,
+    /// multicast, fc00::/7) directly, e.g. a printer or a NAS.
+    #[arg(long)]
+    pub allow_lan: bool,
+
     /// IPv6 through the tunnel (on, when the exit allocates an address) or blocked (off).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub ipv6: OnOff,

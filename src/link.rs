@@ -29,7 +29,30 @@ impl Allocation {
     pub fn mtu_or_default(&self) -> u16 {
         self.mtu.unwrap_or(Self::V9_MTU)
     }
+
+    /// The MTU to give the tunnel: what the exit announced, clamped to what it can sanely be.
+    /// The exit's word is untrusted input: Linux switches IPv6 off on an interface whose MTU
+    /// drops below 1280 (RFC 8200 §5), which deletes the tunnel's IPv6 routes and lets IPv6
+    /// out of the tunnel while it still looks connected; 0 would fail `ip link set`. So with
+    /// IPv6 tunnelled nothing below [`MIN_MTU_V6`] is used, without it nothing below
+    /// [`MIN_MTU_V4`], and nothing above [`MAX_EXIT_MTU`] (a larger bundle could not cross
+    /// the mixnet as one message anyway).
+    pub fn tunnel_mtu(&self, ipv6: bool) -> u16 {
+        let floor = if ipv6 { MIN_MTU_V6 } else { MIN_MTU_V4 };
+        let mtu = self.mtu_or_default().clamp(floor, MAX_EXIT_MTU);
+        if Some(mtu) != self.mtu && self.mtu.is_some() {
+            tracing::warn!(announced = ?self.mtu, used = mtu, "the exit announced an MTU out of range; clamped");
+        }
+        mtu
+    }
 }
+
+/// The smallest MTU of a link that carries IPv6 (RFC 8200 §5).
+pub const MIN_MTU_V6: u16 = 1280;
+/// The smallest MTU every IPv4 host must accept whole (RFC 791: 576-byte datagrams).
+pub const MIN_MTU_V4: u16 = 576;
+/// The largest MTU taken from an exit: jumbo frames; the IPR's own default is 1420.
+pub const MAX_EXIT_MTU: u16 = 9000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -205,6 +228,22 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn alloc(mtu: Option<u16>) -> Allocation {
+        Allocation { ipv4: Ipv4Addr::new(10, 0, 0, 2), ipv6: Ipv6Addr::LOCALHOST, mtu, version: 10 }
+    }
+
+    #[test]
+    fn the_exits_mtu_is_clamped_never_below_1280_with_ipv6() {
+        assert_eq!(alloc(None).tunnel_mtu(true), 1420, "v9: the IPR's default");
+        assert_eq!(alloc(Some(1500)).tunnel_mtu(true), 1500);
+        for hostile in [0, 1, 1200, 1279] {
+            assert_eq!(alloc(Some(hostile)).tunnel_mtu(true), MIN_MTU_V6, "{hostile}");
+        }
+        assert_eq!(alloc(Some(1200)).tunnel_mtu(false), 1200, "IPv4 only: a small MTU is honoured");
+        assert_eq!(alloc(Some(0)).tunnel_mtu(false), MIN_MTU_V4);
+        assert_eq!(alloc(Some(u16::MAX)).tunnel_mtu(true), MAX_EXIT_MTU);
+    }
 
     #[test]
     fn backoff_starts_at_once_doubles_and_caps() {

@@ -47,6 +47,10 @@ struct Cli {
     /// TUN MTU, also reported in the v10 connect response.
     #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1280..))]
     mtu: u16,
+    /// Report this MTU in v10 connect replies instead of the TUN's, whatever it is (0 and
+    /// 65535 included): a hostile or misconfigured exit, for tests of the client.
+    #[arg(long, value_name = "N")]
+    announce_mtu: Option<u16>,
     /// Highest IPR version accepted; 9 mimics a pre-v10 node (v10 requests get silence).
     #[arg(long, value_name = "9|10", default_value_t = 10, value_parser = clap::value_parser!(u8).range(9..=10))]
     max_version: u8,
@@ -98,6 +102,7 @@ impl Cli {
     fn config(&self, seed: u64) -> ExitConfig {
         ExitConfig {
             mtu: self.mtu,
+            announce_mtu: self.announce_mtu,
             max_version: self.max_version,
             idle_timeout: Duration::from_secs(self.idle_timeout),
             sweep_interval: Duration::from_secs(self.sweep_interval),

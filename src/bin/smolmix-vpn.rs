@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use smolmix::cli::{Cli, Command, DirectoryArgs, ExecArgs, OnOff, TrafficProfile, UpArgs};
 use smolmix::driver::{self, MixnetSettings, UpConfig};
 use smolmix::system::exec::{self, ExecSpec};
-use smolmix::system::{self, host, journal, status};
+use smolmix::system::{self, host, journal, lock, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,9 +57,13 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
     if !system::has_net_admin() {
         bail!("`smolmix-vpn up` changes interfaces and routes and needs root (or CAP_NET_ADMIN): run it with sudo");
     }
-    if let Some(s) = status::read(run_dir).filter(|s| s.state != "stopped") {
-        bail!("smolmix-vpn is already running (pid {}, {}); run `smolmix-vpn down` first", s.pid, s.tun);
-    }
+    // The run dir is ours alone and this is the only `up` until we exit (lock.rs): a second
+    // one stops here, before it could replay the first one's journal.
+    lock::prepare(run_dir)?;
+    let _instance = lock::InstanceLock::acquire(run_dir).map_err(|e| match lock::holder(run_dir) {
+        Some(pid) => anyhow::anyhow!("smolmix-vpn is already running (pid {pid}); run `smolmix-vpn down` first"),
+        None => e.into(),
+    })?;
     if journal::load(run_dir).map(|u| !u.is_empty()).unwrap_or(false) {
         eprintln!("smolmix-vpn: an earlier run did not stop cleanly; undoing its changes first");
         for f in host::recover(run_dir) {
@@ -78,6 +82,7 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
         mtu_override: args.mtu,
         routes: args.effective_routes(),
         excludes: args.excludes.clone(),
+        allow_lan: args.allow_lan,
         ipv6: args.ipv6 == OnOff::On,
         run_dir: run_dir.to_path_buf(),
         dns: args.effective_dns(),
@@ -165,20 +170,28 @@ fn cmd_exits(_json: bool, _directory: DirectoryArgs) -> Result<()> {
 }
 
 fn cmd_down(run_dir: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(run_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("nothing to undo");
+            return Ok(());
+        }
+        // Never replay a journal from a directory someone else could have written.
+        _ => lock::check(run_dir)?,
+    }
     let mut stopped = false;
-    if let Some(s) = status::read(run_dir).filter(|s| s.state != "stopped") {
+    if let Some(pid) = lock::holder(run_dir) {
         // A live `up` undoes its own changes on SIGTERM; give it time to say goodbye to the exit.
-        let pid = nix::unistd::Pid::from_raw(s.pid as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
-            .with_context(|| format!("cannot signal the running smolmix-vpn (pid {})", s.pid))?;
+        let raw = i32::try_from(pid).context("bad pid in the lock file")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGTERM)
+            .with_context(|| format!("cannot signal the running smolmix-vpn (pid {pid})"))?;
         for _ in 0..100 {
-            if !status::pid_alive(s.pid) {
+            if !lock::held(run_dir) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        if status::pid_alive(s.pid) {
-            bail!("smolmix-vpn (pid {}) did not stop within 10 s", s.pid);
+        if lock::held(run_dir) {
+            bail!("smolmix-vpn (pid {pid}) did not stop within 10 s");
         }
         stopped = true;
     }
@@ -199,16 +212,24 @@ fn cmd_down(run_dir: &Path) -> Result<()> {
 fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
     use std::fmt::Write as _;
     let mut out = String::new();
+    if let Err(e) = std::fs::read_dir(run_dir) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            bail!("cannot read {} (it is root's alone): run `sudo smolmix-vpn status`", run_dir.display());
+        }
+    }
     let st = status::read(run_dir);
     if json {
         let v = match &st {
             Some(s) => serde_json::to_value(s)?,
+            None if lock::held(run_dir) => serde_json::json!({ "state": "connecting" }),
             None => serde_json::json!({ "state": "disconnected" }),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return emit(&out);
     }
     match st {
+        // `up` is alive but has not written a status yet: it is still connecting.
+        None if lock::held(run_dir) => writeln!(out, "state: connecting")?,
         None => writeln!(out, "state: disconnected")?,
         Some(s) => {
             writeln!(out, "state:     {}", s.state)?;

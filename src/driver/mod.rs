@@ -73,6 +73,8 @@ pub struct UpConfig {
     pub mtu_override: Option<u16>,
     pub routes: Vec<Cidr>,
     pub excludes: Vec<Cidr>,
+    /// Full tunnel: the kill switch lets local networks through (`--allow-lan`).
+    pub allow_lan: bool,
     pub ipv6: bool,
     pub run_dir: PathBuf,
     /// DNS servers through the tunnel; `None` leaves DNS alone (`--no-dns`).
@@ -153,7 +155,7 @@ pub async fn up(
         () = &mut shutdown => return Ok(()),
     };
     let Opened { mut transport, exit: exit_name, max_version, mut session, alloc } = opened;
-    let mtu = cfg.mtu_override.unwrap_or(alloc.mtu_or_default());
+    let mtu = cfg.mtu_override.unwrap_or(alloc.tunnel_mtu(cfg.ipv6));
 
     // 2. Host changes, each journalled before it is made.
     let mut hostc = Host::open(&cfg.run_dir)?;
@@ -471,11 +473,17 @@ impl Running<'_> {
     fn install(&mut self, alloc: Allocation) -> Result<(), DriverError> {
         let after = self.lost_at.take().map(|t| t.elapsed());
         tracing::info!(ipv4 = %alloc.ipv4, ipv6 = %alloc.ipv6, version = alloc.version, ?after, "reconnected to {}", self.exit);
-        let new_mtu = self.cfg.mtu_override.unwrap_or(alloc.mtu_or_default());
+        let new_mtu = self.cfg.mtu_override.unwrap_or(alloc.tunnel_mtu(self.cfg.ipv6));
         if new_mtu != self.mtu {
-            tun::set_mtu(&self.cfg.tun, self.cfg.netns.as_deref(), new_mtu)?;
-            self.pipe.set_mtu(new_mtu);
-            self.mtu = new_mtu;
+            // Not fatal: ending `up` over it would restore the host, i.e. open it. With the
+            // old MTU kept, larger packets are refused by the pipeline (ICMP too-big) instead.
+            match tun::set_mtu(&self.cfg.tun, self.cfg.netns.as_deref(), new_mtu) {
+                Ok(()) => {
+                    self.pipe.set_mtu(new_mtu);
+                    self.mtu = new_mtu;
+                }
+                Err(e) => tracing::warn!(error = %e, old = self.mtu, new = new_mtu, "cannot change the tunnel's MTU; keeping the old one"),
+            }
         }
         self.pipe.set_allocated(alloc.ipv4, self.cfg.ipv6.then_some(alloc.ipv6));
         self.alloc = Some(alloc);

@@ -12,6 +12,7 @@ use tun_rs::AsyncDevice;
 use super::{DriverError, UpConfig};
 use crate::system::dns::{self, Applied, DnsPaths};
 use crate::system::dns_check;
+use crate::system::firewall::KillSwitch;
 use crate::system::host::Host;
 use crate::system::netns::{self, LinkAddrs};
 use crate::system::routes::RoutePlan;
@@ -27,15 +28,25 @@ pub(super) struct Setup {
     pub dns: Option<Applied>,
 }
 
-/// Full or split tunnel: TUN, owned table and rules, then DNS (which needs both: resolvectl
-/// configures the TUN link, and the routes must exist before anything queries).
+/// Full or split tunnel: the kill switch (full tunnel only), TUN, owned table and rules, then
+/// DNS (which needs both: resolvectl configures the TUN link, and the routes must exist before
+/// anything queries).
 pub(super) fn setup_host(cfg: &UpConfig, host: &mut Host, transport: &Transport, mtu: u16) -> Result<Setup, DriverError> {
-    let dev = tun::create(host, &cfg.tun, mtu, cfg.ipv6)?;
     let bypass = transport.bypass_addrs();
     let full = cfg.routes.iter().any(|r| r.prefix_len() == 0);
     if bypass.is_empty() && full {
         return Err(DriverError::NoGatewayAddress);
     }
+    if full {
+        // First, so that nothing leaves in the clear from here on, whatever fails next.
+        host.install_kill_switch(&KillSwitch {
+            tun: cfg.tun.clone(),
+            exempt: bypass.clone(),
+            excludes: cfg.excludes.clone(),
+            allow_lan: cfg.allow_lan,
+        })?;
+    }
+    let dev = tun::create(host, &cfg.tun, mtu, cfg.ipv6)?;
     let servers = cfg.dns.as_deref().unwrap_or_default();
     let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6, bypass.clone()).with_dns(servers);
     host.install_routes(&cfg.tun, &plan)?;

@@ -19,6 +19,9 @@ pub const MIN_MTU: u16 = 1280;
 pub struct ExitConfig {
     /// MTU reported in a v10 connect success (the real v10 default TUN MTU is 1500, §3.4).
     pub mtu: u16,
+    /// Reported in v10 connect replies instead of `mtu` when set, unchecked: an exit that
+    /// lies about its MTU (the client must not trust it).
+    pub announce_mtu: Option<u16>,
     /// Highest accepted version: 10 (newest server) or 9 (a pre-v10 node, drops v10 silently).
     pub max_version: u8,
     /// A client is removed when idle for longer than this (60 s).
@@ -39,6 +42,7 @@ impl Default for ExitConfig {
     fn default() -> Self {
         Self {
             mtu: 1500,
+            announce_mtu: None,
             max_version: wire::V10,
             idle_timeout: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(10),

@@ -322,7 +322,7 @@ impl Server {
     ) {
         let mut buf = self.take_buffer();
         let encoded =
-            wire::encode_connect(&mut buf, env, version, request_id, reply, self.config.mtu);
+            wire::encode_connect(&mut buf, env, version, request_id, reply, self.config.announce_mtu.unwrap_or(self.config.mtu));
         self.send_encoded(peer, buf, encoded, false, now);
     }
 

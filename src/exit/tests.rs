@@ -118,6 +118,21 @@ fn connected(s: &mut Server, sid: u64, now: Instant) -> Ipv4Addr {
 }
 
 #[test]
+fn an_announced_mtu_replaces_the_tuns_in_the_connect_reply_whatever_it_is() {
+    for announced in [0u16, 1200, 65535] {
+        let (mut s, t0) = server(ExitConfig { announce_mtu: Some(announced), ..ExitConfig::default() });
+        s.handle_datagram(peer(), &lp(SID, 0, &connect(10)), t0);
+        let out = drain(&mut s);
+        // Read back with the published v10 decoder (a small MTU is a 1-byte varint).
+        let decoded = v10::response::IpPacketResponse::from_bytes(&out[0].1[16..]).unwrap();
+        let v10::response::IpPacketResponseData::Control(c) = decoded.data else { panic!() };
+        let v10::response::ControlResponse::Connect(c) = *c else { panic!() };
+        let v10::response::ConnectResponseReply::Success(ok) = c.reply else { panic!() };
+        assert_eq!(ok.mtu, announced);
+    }
+}
+
+#[test]
 fn v10_connect_gets_the_36_byte_body_after_an_lp_header_with_seq_0() {
     let (mut s, t0) = server(ExitConfig::default());
     let request = lp(SID, 0, &connect(10));

@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::firewall::{self, KillSwitch};
 use super::journal::{self, Journal, JournalError, Undo};
 use super::routes::{Cidr, RoutePlan, TableEntry, BACKSTOP_METRIC, RULE_PREF_BYPASS, RULE_PREF_TABLE, TABLE};
 
@@ -48,12 +49,14 @@ pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String, HostErr
 pub struct Host {
     run_dir: PathBuf,
     journal: Journal,
+    /// The kill switch is installed: bypass changes update its exempt sets too.
+    kill_switch: bool,
 }
 
 impl Host {
     /// Starts recording in `run_dir`. Call [`recover`] first so that we start clean.
     pub fn open(run_dir: &Path) -> Result<Host, HostError> {
-        Ok(Host { run_dir: run_dir.to_path_buf(), journal: Journal::open(run_dir)? })
+        Ok(Host { run_dir: run_dir.to_path_buf(), journal: Journal::open(run_dir)?, kill_switch: false })
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -122,9 +125,13 @@ impl Host {
     }
 
     /// Replaces the bypass rules for `old` peers by rules for `new` ones. New rules go in first
-    /// so the transport is never routed into its own tunnel in between.
+    /// so the transport is never routed into its own tunnel in between. With the kill switch
+    /// installed its exempt sets follow, in the same order.
     pub fn sync_bypass(&mut self, old: &[IpAddr], new: &[IpAddr]) -> Result<(), HostError> {
         for a in new.iter().filter(|a| !old.contains(a)) {
+            if self.kill_switch {
+                self.nft_script(&firewall::set_elements("add", *a))?;
+            }
             self.add_bypass(*a)?;
         }
         for a in old.iter().filter(|a| !new.contains(a)) {
@@ -132,8 +139,33 @@ impl Host {
             if let Err(e) = run("ip", &bypass_rule(*a, "del")) {
                 tracing::debug!(%e, "old bypass rule");
             }
+            if self.kill_switch {
+                // The table's deletion undoes it anyway; a failure only keeps a door we use.
+                if let Err(e) = self.nft_script(&firewall::set_elements("delete", *a)) {
+                    tracing::debug!(%e, "old kill-switch exemption");
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Installs the kill switch ([`firewall`]): journalled first, created atomically.
+    pub fn install_kill_switch(&mut self, ks: &KillSwitch) -> Result<(), HostError> {
+        // A table left by a run whose journal was lost would make `add table` merge into it.
+        let _ = run("nft", &firewall::undo_args());
+        self.journal.record(&Undo::Nft { args: firewall::undo_args() })?;
+        self.nft_script(&ks.script())?;
+        self.kill_switch = true;
+        Ok(())
+    }
+
+    /// Runs `nft -f` on `script`, staged in the run dir (root-only, see lock.rs).
+    fn nft_script(&self, script: &str) -> Result<(), HostError> {
+        let path = self.run_dir.join("nft.script");
+        fs::write(&path, script).map_err(|source| HostError::Spawn { cmd: format!("write {}", path.display()), source })?;
+        let out = run("nft", &[OsStr::new("-f"), path.as_os_str()]);
+        let _ = fs::remove_file(&path);
+        out.map(drop)
     }
 
     /// Undoes everything recorded, newest first, and removes the journal.
@@ -168,17 +200,22 @@ pub fn recover(run_dir: &Path) -> Vec<String> {
         Err(e) => return vec![e.to_string()],
     };
     let mut failures = Vec::new();
+    let mut kept = Vec::new();
     for undo in undos.iter().rev() {
         if let Err(e) = apply(undo) {
             if !is_already_gone(&e) {
                 failures.push(e);
+                kept.push(undo.clone());
             } else {
                 tracing::debug!(err = %e, "already undone");
             }
         }
     }
-    if let Err(e) = journal::remove(run_dir) {
-        failures.push(format!("cannot remove the journal: {e}"));
+    // A failed undo stays for the next `down` (a busy file, a resolver that was not up yet):
+    // forgetting it would leave the host changed with nothing left that knows how to fix it.
+    kept.reverse();
+    if let Err(e) = journal::replace(run_dir, &kept) {
+        failures.push(format!("cannot rewrite the journal: {e}"));
     }
     failures
 }

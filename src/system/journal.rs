@@ -105,6 +105,23 @@ pub fn load(run_dir: &Path) -> Result<Vec<Undo>, JournalError> {
     Ok(undos)
 }
 
+/// Leaves only `undos` (oldest first) in the journal, atomically (temp file, fsync, rename);
+/// with none left the journal is removed.
+pub fn replace(run_dir: &Path, undos: &[Undo]) -> io::Result<()> {
+    if undos.is_empty() {
+        return remove(run_dir);
+    }
+    let tmp = run_dir.join("journal.tmp");
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    for undo in undos {
+        let mut line = serde_json::to_vec(undo).map_err(io::Error::other)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+    }
+    file.sync_all()?;
+    fs::rename(&tmp, Journal::path_in(run_dir))
+}
+
 /// Removes the journal once everything in it has been undone.
 pub fn remove(run_dir: &Path) -> io::Result<()> {
     match fs::remove_file(Journal::path_in(run_dir)) {
@@ -135,8 +152,10 @@ mod tests {
         // A crash in the middle of a write leaves half a line.
         let mut f = OpenOptions::new().append(true).open(Journal::path_in(&dir)).unwrap();
         f.write_all(br#"{"undo":"ip","args":["ro"#).unwrap();
-        assert_eq!(load(&dir).unwrap(), vec![a, b]);
-        remove(&dir).unwrap();
+        assert_eq!(load(&dir).unwrap(), vec![a, b.clone()]);
+        replace(&dir, std::slice::from_ref(&b)).unwrap();
+        assert_eq!(load(&dir).unwrap(), vec![b], "a failed undo is kept for the next down");
+        replace(&dir, &[]).unwrap();
         assert!(load(&dir).unwrap().is_empty());
         remove(&dir).unwrap(); // idempotent
         let _ = fs::remove_dir_all(&dir);

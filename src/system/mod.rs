@@ -8,8 +8,10 @@
 pub mod dns;
 pub mod dns_check;
 pub mod exec;
+pub mod firewall;
 pub mod host;
 pub mod journal;
+pub mod lock;
 pub mod netns;
 pub mod resolv_conf;
 pub mod routes;

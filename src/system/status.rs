@@ -1,7 +1,8 @@
 //! The status file: what `smolmix-vpn status` shows, written by the running `up`.
 //!
 //! Written atomically (temp file + rename) about once a second, so a reader never sees half a
-//! file. A status whose pid is gone is reported as `stopped`: the file alone proves nothing.
+//! file. A status whose `up` no longer holds the instance lock ([`super::lock`]) is reported as
+//! `stopped`: the file alone proves nothing, and neither does a pid, which can be reused.
 
 use std::fs;
 use std::io;
@@ -58,7 +59,7 @@ pub fn write(run_dir: &Path, status: &Status) -> io::Result<()> {
 pub fn read(run_dir: &Path) -> Option<Status> {
     let bytes = fs::read(path(run_dir)).ok()?;
     let mut s: Status = serde_json::from_slice(&bytes).ok()?;
-    if !pid_alive(s.pid) {
+    if !super::lock::held(run_dir) {
         s.state = "stopped".into();
     }
     Some(s)
@@ -66,10 +67,4 @@ pub fn read(run_dir: &Path) -> Option<Status> {
 
 pub fn remove(run_dir: &Path) {
     let _ = fs::remove_file(path(run_dir));
-}
-
-/// Is `pid` a live process? (signal 0 checks existence without sending anything.)
-pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
-    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }

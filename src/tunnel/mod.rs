@@ -229,7 +229,7 @@ impl Tunnel {
             .await
             .map_err(|source| TunnelError::Connect { exit: exit.clone(), source })?;
         tracing::info!(%exit, ipv4 = %alloc.ipv4, ipv6 = %alloc.ipv6, version = alloc.version,
-            mtu = alloc.mtu_or_default(), "tunnel connected");
+            mtu = alloc.tunnel_mtu(true), "tunnel connected");
         let shared = Arc::new(Shared::new(Stack::new(alloc, tokio::time::Instant::now().into_std())));
         let (stop_tx, stop_rx) = oneshot::channel();
         let runner = Runner {
@@ -277,7 +277,7 @@ impl Tunnel {
 
     /// The tunnel's MTU: what one IP packet through the exit may carry.
     pub fn mtu(&self) -> u16 {
-        self.shared.lock().allocation().mtu_or_default()
+        self.shared.lock().allocation().tunnel_mtu(true)
     }
 
     /// The exit this tunnel uses (`udp://…` or a Nym address).

@@ -125,7 +125,7 @@ impl std::fmt::Debug for Stack {
 
 impl Stack {
     pub(crate) fn new(alloc: Allocation, now: std::time::Instant) -> Stack {
-        let mut device = QueueDevice::new(alloc.mtu_or_default());
+        let mut device = QueueDevice::new(alloc.tunnel_mtu(true));
         let iface = new_iface(&mut device, alloc, SmolInstant::ZERO);
         Stack {
             iface,
@@ -171,12 +171,12 @@ impl Stack {
         let old = self.alloc;
         self.alloc = alloc;
         self.state = LinkState::Up;
-        if (old.ipv4, old.ipv6, old.mtu_or_default()) == (alloc.ipv4, alloc.ipv6, alloc.mtu_or_default()) {
+        if (old.ipv4, old.ipv6, old.tunnel_mtu(true)) == (alloc.ipv4, alloc.ipv6, alloc.tunnel_mtu(true)) {
             return;
         }
         tracing::info!(%alloc.ipv4, %alloc.ipv6, "new allocation: resetting TCP connections");
         self.abort_tcp();
-        self.device = QueueDevice::new(alloc.mtu_or_default());
+        self.device = QueueDevice::new(alloc.tunnel_mtu(true));
         let ts = self.smol_now(now);
         self.iface = new_iface(&mut self.device, alloc, ts);
     }
