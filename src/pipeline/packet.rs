@@ -3,7 +3,7 @@
 //! Contract: [`parse`] either returns a `View` whose offsets are all within the packet (so later
 //! stages may index `buf[..view.len]` at `view.l4_off + fixed header fields` of the parsed
 //! protocol without further checks failing), or a [`ParseError`]. It never panics and never
-//! allocates. The IP layer is validated with smoltcp 0.12 `new_checked` wrappers plus the checks
+//! allocates. The IP layer is validated with smoltcp `new_checked` wrappers plus the checks
 //! smoltcp leaves to the caller (version nibble, IPv4 IHL >= 5). IPv6 extension headers are
 //! walked as far as the upper-layer header: hop-by-hop (0), routing (43), destination options
 //! (60), AH (51) and fragment (44); any other next header is treated as the upper layer.

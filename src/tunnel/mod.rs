@@ -1,6 +1,6 @@
 //! The library API: TCP and UDP sockets through the mixnet, without root.
 //!
-//! A [`Tunnel`] runs its own userspace IP stack (smoltcp 0.12, `Medium::Ip`) over the same IPR
+//! A [`Tunnel`] runs its own userspace IP stack (smoltcp 0.14, `Medium::Ip`) over the same IPR
 //! session and transport as the VPN: no TUN, no routes, no privileges. The interface owns
 //! exactly the IPv4 and IPv6 addresses the IPR allocated, with default routes towards the
 //! exit, so every destination is reached through it.

@@ -19,10 +19,10 @@
 //! NymVPN models the mixnet RTT as 2 × (6 × 50 ms + 3 × 15 ms) = 690 ms (performance.md §1.4,
 //! summary #7). The settings below follow from that (each constant says why):
 //! 256 KiB buffers, no Nagle, a 20 ms ACK delay, keep-alive and an idle timeout measured in
-//! tens of seconds. The RTO cannot be set in smoltcp 0.12: its estimator starts at
-//! 300 ms + 4 × 100 ms = 700 ms (min 10 ms, max 10 s) and learns from the first ACKed segment,
-//! so the worst case on the mixnet is one spurious SYN retransmission per connection (the
-//! "RTT storm" of §1.8), which the peer answers with a duplicate SYN-ACK.
+//! tens of seconds. The RTO cannot be set in smoltcp 0.14: its estimator follows RFC 6298
+//! (initial 1 s, min 1 s, max 60 s) and learns from the first ACKed segment, so on the mixnet
+//! a SYN whose round trip exceeds 1 s is sent twice (the "RTT storm" of §1.8), which the peer
+//! answers with a duplicate SYN-ACK.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};

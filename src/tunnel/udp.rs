@@ -7,7 +7,7 @@
 //! - `recv_from` with a buffer shorter than the datagram returns the first `buf.len()` bytes
 //!   and discards the rest (the `recv(2)` behaviour without `MSG_TRUNC`).
 //! - `send_to` waits while the send buffer is full; a datagram larger than one IP packet of
-//!   the tunnel's MTU is refused (`InvalidInput`): smoltcp 0.12 fragments into a 1500-byte
+//!   the tunnel's MTU is refused (`InvalidInput`): smoltcp (0.14) fragments into a 1500-byte
 //!   buffer only, and a mixnet loses a whole datagram when it loses any fragment.
 //! - Several tasks may share a socket (`&self`): receivers queue behind each other, and so
 //!   do senders, because smoltcp keeps one waker per direction.
