@@ -28,6 +28,9 @@ pub struct TunnelArgs {
     /// Mixnet traffic profile
     #[arg(long, value_enum, default_value_t = Traffic::Default)]
     pub traffic: Traffic,
+    /// Reply SURBs on the Connect (default 20; fewer show the IPR's extra round trip)
+    #[arg(long, value_name = "N")]
+    pub control_surbs: Option<u32>,
     /// Build the mixnet client here and use Tunnel::from_client_with (needs --ipr, a Nym address)
     #[arg(long)]
     pub from_client: bool,
@@ -41,6 +44,9 @@ impl TunnelArgs {
         };
         if !self.nym_api.is_empty() {
             o.nym_api_urls = self.nym_api.clone();
+        }
+        if let Some(n) = self.control_surbs {
+            o.control_surbs = n;
         }
         o
     }

@@ -31,7 +31,6 @@ use tokio::task::JoinHandle;
 
 use super::discovery::{lookup_protocol, unreachable};
 use super::gateway::{GatewayWatch, TOPOLOGY_REFRESH};
-use super::options::CONTROL_REPLY_SURBS;
 use super::pacing::Pacer;
 use super::surbs::ReplySupply;
 use super::{error_chain, parse_recipient, MixnetClient, MixnetError, MixnetOptions};
@@ -166,11 +165,13 @@ pub(crate) fn input_message(ipr: Recipient, msg: &[u8], reply_surbs: u32) -> Inp
     InputMessage::new_anonymous(ipr, msg.to_vec(), reply_surbs, TransmissionLane::General, None)
 }
 
-/// Reply SURBs attached to a message of `kind`: control messages enough for an immediate
-/// answer, data messages what the supply says (see [`super::surbs`]).
-pub(crate) fn surbs_for(kind: MessageKind, supply: &mut ReplySupply, now: Instant) -> u32 {
+/// Reply SURBs attached to a message of `kind`: control messages `control` (enough for an
+/// immediate answer), data messages what the supply says (see [`super::surbs`]).
+pub(crate) fn surbs_for(kind: MessageKind, control: u32, supply: &mut ReplySupply, now: Instant) -> u32 {
     match kind {
-        MessageKind::Control => CONTROL_REPLY_SURBS.max(supply.for_data(now)),
+        // Exactly `control`: more than any data message carries (≤ 12), and a smaller setting
+        // must really be small, to show what it costs (the bench's connect comparison).
+        MessageKind::Control => control,
         MessageKind::Data => supply.for_data(now),
     }
 }
@@ -179,6 +180,7 @@ pub struct MixnetTransport {
     sender: MixnetClientSender,
     ipr: Recipient,
     reply_surbs: u32,
+    control_surbs: u32,
     supply: ReplySupply,
     pacer: Pacer,
     /// The SDK's send queue lengths, per lane.
@@ -274,6 +276,7 @@ impl MixnetTransport {
             sender,
             ipr,
             reply_surbs,
+            control_surbs: opts.control_surbs,
             supply: ReplySupply::new(reply_surbs, Instant::now()),
             pacer: Pacer::new(tick),
             lanes,
@@ -301,9 +304,10 @@ impl MixnetTransport {
 
     /// Sends one message; a failure is counted and logged, never returned (the session
     /// notices a dead exit; a stopped client also ends `recv`). A control message carries
-    /// enough SURBs for the IPR to answer at once (see [`CONTROL_REPLY_SURBS`]).
+    /// enough SURBs for the IPR to answer at once (see
+    /// [`super::options::CONTROL_REPLY_SURBS`]).
     pub async fn send(&mut self, msg: &[u8], kind: MessageKind) {
-        let surbs = surbs_for(kind, &mut self.supply, Instant::now());
+        let surbs = surbs_for(kind, self.control_surbs, &mut self.supply, Instant::now());
         match self.sender.send(input_message(self.ipr, msg, surbs)).await {
             Ok(()) => {
                 self.supply.sent(surbs);

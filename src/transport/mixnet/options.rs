@@ -65,8 +65,12 @@ pub enum TrafficProfile {
 #[derive(Debug, Clone)]
 pub struct MixnetOptions {
     pub traffic: TrafficProfile,
-    /// Reply SURBs sent with each message.
+    /// Reply SURBs the exit holds beyond its reserve even when idle (see [`super::surbs`]).
     pub reply_surbs: u32,
+    /// Reply SURBs on a control message (default [`CONTROL_REPLY_SURBS`]). Fewer than 11 make
+    /// a Connect wait a round trip for the IPR's own request for more; settable so the bench
+    /// can show that.
+    pub control_surbs: u32,
     /// `None`: ephemeral identity. `Some(dir)`: persistent keys and gateway registration.
     pub storage_dir: Option<PathBuf>,
     /// How long any directory query may take before it counts as unreachable.
@@ -84,6 +88,7 @@ impl Default for MixnetOptions {
         MixnetOptions {
             traffic: TrafficProfile::Default,
             reply_surbs: DEFAULT_REPLY_SURBS,
+            control_surbs: CONTROL_REPLY_SURBS,
             storage_dir: None,
             directory_timeout: DEFAULT_DIRECTORY_TIMEOUT,
             nym_api_urls: mainnet_api_urls(),
@@ -112,7 +117,7 @@ impl MixnetOptions {
 
     /// Refuses options that can never work.
     pub fn validate(&self) -> Result<(), MixnetError> {
-        if self.reply_surbs == 0 {
+        if self.reply_surbs == 0 || self.control_surbs == 0 {
             return Err(MixnetError::NoReplySurbs);
         }
         Ok(())
@@ -200,8 +205,20 @@ mod tests {
         let o = MixnetOptions::default();
         assert_eq!(o.debug_config(), DebugConfig::default());
         assert_eq!(o.reply_surbs, 4);
+        assert_eq!(o.control_surbs, CONTROL_REPLY_SURBS);
         assert_eq!(o.directory_timeout, Duration::from_secs(10));
         assert!(o.storage_dir.is_none());
+    }
+
+    #[test]
+    fn zero_surbs_anywhere_are_refused() {
+        assert!(MixnetOptions::default().validate().is_ok());
+        for o in [
+            MixnetOptions { reply_surbs: 0, ..Default::default() },
+            MixnetOptions { control_surbs: 0, ..Default::default() },
+        ] {
+            assert!(matches!(o.validate(), Err(MixnetError::NoReplySurbs)));
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::transport::mixnet::options::CONTROL_REPLY_SURBS;
 use crate::transport::mixnet::tests::IPR;
 
 #[test]
@@ -35,12 +36,13 @@ fn control_messages_carry_enough_surbs_for_an_immediate_answer() {
     // The IPR answers only with SURBs above its reserve of 10.
     let t0 = Instant::now();
     let mut supply = ReplySupply::new(4, t0);
-    assert!(surbs_for(MessageKind::Control, &mut supply, t0) > 10);
-    assert_eq!(surbs_for(MessageKind::Control, &mut supply, t0), CONTROL_REPLY_SURBS);
+    assert!(surbs_for(MessageKind::Control, CONTROL_REPLY_SURBS, &mut supply, t0) > 10);
+    assert_eq!(surbs_for(MessageKind::Control, CONTROL_REPLY_SURBS, &mut supply, t0), CONTROL_REPLY_SURBS);
     let mut rich = ReplySupply::new(50, t0);
-    assert_eq!(surbs_for(MessageKind::Control, &mut rich, t0), CONTROL_REPLY_SURBS.max(12));
+    assert_eq!(surbs_for(MessageKind::Control, CONTROL_REPLY_SURBS, &mut rich, t0), CONTROL_REPLY_SURBS);
+    assert_eq!(surbs_for(MessageKind::Control, 4, &mut rich, t0), 4, "a small setting is honoured");
     supply.sent(20);
-    assert_eq!(surbs_for(MessageKind::Data, &mut supply, t0), 0, "stocked: a data message carries none");
+    assert_eq!(surbs_for(MessageKind::Data, CONTROL_REPLY_SURBS, &mut supply, t0), 0, "stocked: a data message carries none");
 }
 
 #[test]
