@@ -9,15 +9,16 @@
 #  upstream smolmix_bench          counters read from ns directory  203.0.113.9:9000
 #
 # For each (implementation, profile): time from start to `connected`; round-trip p50/p95 (the
-# VPN: ping; the libraries: UDP echo, one at a time); time to download and to upload 1 MB and
-# 10 MB over one TCP connection; Sphinx packets per MB: the mixnodes' own live counters
-# (/api/v1/metrics/packets-stats, forward_hop_packets_received, summed over the three
-# mixnodes and divided by three, since every packet crosses each layer once) over the transfer,
-# minus the same counters over an idle period of equal length right after it, with the same
-# client connected. /api/v1/metrics/mixing holds the same counters but refreshes every 30 s,
-# too coarse for a 5 s transfer. Idle traffic (our client's Poisson stream and loop cover, the
-# gateway's own IPR and NR clients) is large, ~300 packets/s here, hence the subtraction; real
-# packets that replace the Poisson stream's dummies do not show in it at all.
+# VPN: ping; the libraries: UDP echo, one at a time); for each transfer (download and upload of
+# 1 MB and 10 MB over one TCP connection) its time and the Sphinx packets it cost per MB:
+#  - sphinx/MB: the client's own count of real packets, sent and received (the SDK's packet
+#    statistics, which it logs every 2 s at debug level), retransmissions included;
+#  - mixnodes/MB: the mixnodes' live counters (/api/v1/metrics/packets-stats,
+#    forward_hop_packets_received, summed over the three and divided by three) over the
+#    transfer, minus the same over an idle period of equal length right after it. Idle traffic
+#    (Poisson cover, the gateway's own clients) is ~300 packets/s here, hence the subtraction,
+#    and a real packet that takes a cover packet's slot does not show at all: a lower bound,
+#    kept as the network's independent view. /api/v1/metrics/mixing refreshes only every 30 s.
 #
 #   sudo scripts/bench-mixnet.sh                         everything
 #   sudo PROFILES=fast IMPLS="vpn library" SIZES=1 scripts/bench-mixnet.sh   a quick subset
@@ -93,15 +94,37 @@ packets() {
 now() { date +%s.%N; }
 secs_since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
 
-# measure CMD...: runs CMD (one transfer) and echoes "SECONDS PACKETS": the packets beyond
-# those of an idle period of the same length just after it.
-measure() {
-	local p0 p1 p2 p3 t0 secs
+# The client's own count of real Sphinx packets: the SDK logs its statistics every 2 s at debug
+# level ("packets sent: N (real: R, cover: C, retransmissions: X)", "packets received: N,
+# (real: R, …"), cumulative. Unlike the mixnodes' counters this sees real packets that took a
+# cover packet's place in the Poisson stream. Prints "SENT RECEIVED RETRANSMISSIONS".
+STATS_LOG=nym_statistics_common=debug
+real_packets() {
+	python3 - "$1" <<-'EOF'
+	import re, sys
+	s = r = x = 0
+	for line in open(sys.argv[1], errors="replace"):
+	    m = re.search(r"packets sent: \d+ \(real: (\d+), cover: \d+, retransmissions: (\d+)\)", line)
+	    if m: s, x = int(m.group(1)), int(m.group(2))
+	    m = re.search(r"packets received: \d+, \(real: (\d+)", line)
+	    if m: r = int(m.group(1))
+	print(s, r, x)
+	EOF
+}
+
+# around LOG CMD...: runs CMD (one transfer) and echoes one cell, "SECONDS MIXNODE SENT RECEIVED
+# RETRANSMISSIONS": the mixnodes' packets beyond those of an idle period of the same length
+# just after it, and the client's real packets (from LOG) over the transfer and that period.
+around() {
+	local log=$1 p0 p1 p2 p3 t0 secs r0 r1; shift
+	sleep 2.1; r0=$(real_packets "$log")   # the SDK's 2 s report is current
 	p0=$(packets); t0=$(now)
-	"$@" >&2
+	"$@" >&2 || return 1
 	secs=$(secs_since "$t0"); p1=$(packets)
 	p2=$(packets); sleep "$secs"; p3=$(packets)
-	echo "$secs $(( (p1 - p0) - (p3 - p2) ))"
+	sleep 2.1; r1=$(real_packets "$log")
+	set -- $r0 $r1
+	echo "$secs $(( (p1 - p0) - (p3 - p2) )) $(($4 - $1)) $(($5 - $2)) $(($6 - $3))"
 }
 
 # The sizes' files and the sink; a transfer of $1 MB.
@@ -124,18 +147,20 @@ vpn_put() {
 	EOF
 }
 
-# One row: impl profile connect p50 p95, then per transfer (down, up per size) one cell:
-# "SECONDS PACKETS", "timeout" or "skipped". Cells are joined with '|'.
-ROWS=()
+# Two tables: per implementation and profile (connect, round trip), and per transfer (impl,
+# profile, direction, MB, then around()'s cell or "failed", "timeout", "skipped").
+ROWS=() TRANSFERS=()
 row() { local IFS='|'; ROWS+=("$*"); log "row: $*"; }
+transfer_row() { local IFS='|'; TRANSFERS+=("$*"); log "transfer: $*"; }
 
 bench_vpn() {
-	local profile=$1 args=(--nym-api "$NYM_API" --no-dns) t0 out p50 p95 r cells=()
+	local profile=$1 args=(--nym-api "$NYM_API" --no-dns) t0 out p50 p95 stall
 	[[ $profile == fast ]] && args+=(--traffic fast)
 	: >"$TMP/vpn.out"
 	t0=$(now)
 	# Not through inc(): $! must be smolmix-vpn itself (ip netns exec and env exec it).
-	ip netns exec "$C" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "${args[@]}" >"$TMP/vpn.out" 2>"$TMP/vpn.err" &
+	ip netns exec "$C" env SMOLMIX_RUN_DIR="$TMP/run" RUST_LOG="error,smolmix=warn,$STATS_LOG" \
+		"$SMX_BIN/smolmix-vpn" up "${args[@]}" >"$TMP/vpn.out" 2>"$TMP/vpn.err" &
 	VPN_PID=$!
 	until grep -q '^connected' "$TMP/vpn.out"; do
 		kill -0 "$VPN_PID" 2>/dev/null || { log "vpn did not connect: $(tail -n 3 "$TMP/vpn.err")"; VPN_PID=; return 1; }
@@ -145,47 +170,51 @@ bench_vpn() {
 	out=$(inc ping -c "$PINGS" -i 0.5 -W 10 "$LOCALNET_HTTP_IP" | grep -o 'time=[0-9.]*' | cut -d= -f2 | sort -n)
 	read -r p50 p95 < <(python3 -c 'import sys; v=[float(x) for x in sys.stdin.read().split()]; pct=lambda p: v[round((len(v)-1)*p)] if v else float("nan"); print(f"{pct(.5):.0f} {pct(.95):.0f}")' <<<"$out")
 	for s in $SIZES; do
-		r=$(measure vpn_get "$s"); cells+=("$r")
-		r=$(measure vpn_put "$s"); cells+=("$r")
+		transfer_row vpn "$profile" down "$s" "$(around "$TMP/vpn.err" vpn_get "$s" || echo failed)"
+		transfer_row vpn "$profile" up "$s" "$(around "$TMP/vpn.err" vpn_put "$s" || echo failed)"
 	done
+	# The longest wait for any downlink after an uplink message (the session's own measure,
+	# what the dead-exit verdict must stay above).
+	stall=$(inc env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" status --json |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["session"]["longest_stall_ms"])' || echo -)
 	kill "$VPN_PID"; wait "$VPN_PID" || true; VPN_PID=
-	row vpn "$profile" "$connect" "$p50" "$p95" "${cells[@]}"
+	row vpn "$profile" "$connect" "$p50" "$p95" "$stall"
 }
 
-# The libraries: one stepped process; the script reads counters around each step.
+# The libraries: one stepped process (all downloads, then all uploads, as the program runs
+# them); the script reads the counters around each step.
 bench_lib() {
-	local impl=$1 profile=$2 bin args line connect echo_line r cells=()
+	local impl=$1 profile=$2 bin args line connect echo_line dir s
 	bin=$SMX_BIN/examples/mixnet_bench
 	[[ $impl == upstream ]] && bin=$UPSTREAM
 	args=(--nym-api "$NYM_API" --ipr "$LOCALNET_IPR_ADDRESS" --stepped --echo "$LOCALNET_UDP_ECHO_IP:$LOCALNET_UDP_ECHO_PORT:$PINGS")
 	[[ $profile == fast ]] && args+=(--traffic fast)
-	for s in $SIZES; do
-		args+=(--get "http://$LOCALNET_HTTP_IP/$(file_for "$s"):$TMP/$impl-$s.bin" --upload "$LOCALNET_SINK_IP:$LOCALNET_SINK_PORT:$((s * 1000000))")
-	done
-	coproc LIB { exec ip netns exec "$C" "$bin" "${args[@]}" 2>"$TMP/$impl.err"; }
-	next() { read -r -t "${1:-60}" line <&"${LIB[0]}" || { log "$impl: no output within ${1:-60} s ($(tail -n 2 "$TMP/$impl.err"))"; return 1; }; echo "$line" >&2; }
-	# transfer: go, wait for the result line; "SECONDS PACKETS" into cells, or "timeout".
-	transfer() {
-		local p0 t0 p1 secs p2 p3
-		p0=$(packets); t0=$(now); go
-		if ! next "$MAX_TRANSFER"; then cells+=("timeout"); kill "$LIB_PID" 2>/dev/null; return 1; fi
-		secs=$(secs_since "$t0"); p1=$(packets)
-		p2=$(packets); sleep "$secs"; p3=$(packets)
-		cells+=("$secs $(( (p1 - p0) - (p3 - p2) ))")
-	}
+	for s in $SIZES; do args+=(--get "http://$LOCALNET_HTTP_IP/$(file_for "$s"):$TMP/$impl-$s.bin"); done
+	for s in $SIZES; do args+=(--upload "$LOCALNET_SINK_IP:$LOCALNET_SINK_PORT:$((s * 1000000))"); done
+	: >"$TMP/$impl.err"
+	coproc LIB { exec ip netns exec "$C" env RUST_LOG="error,$STATS_LOG" "$bin" "${args[@]}" 2>"$TMP/$impl.err"; }
+	next() { read -r -t "${1:-60}" line <&"${LIB[0]}" || { log "$impl: no output within ${1:-60} s ($(tail -n 2 "$TMP/$impl.err" | cut -c1-200))"; return 1; }; echo "$line" >&2; }
 	go() { echo go >&"${LIB[1]}"; }
+	step() { go; next "$MAX_TRANSFER"; }
 	next || return 1; connect=${line#connected }
 	next || return 1; go; next || return 1; echo_line=$line   # ready, echo
-	local done=0
-	for s in $SIZES; do
-		if ((done)); then cells+=("skipped" "skipped"); continue; fi
-		next && transfer || { done=1; cells+=("skipped"); continue; }   # get
-		[[ $(sha256sum <"$TMP/$impl-$s.bin" | cut -d' ' -f1) == "$(sha_for "$s")" ]] || log "$impl: $s MB download has the wrong sha256"
-		next && transfer || done=1                                        # upload
+	local stopped=0 cell
+	for dir in down up; do
+		for s in $SIZES; do
+			if ((stopped)); then transfer_row "$impl" "$profile" "$dir" "$s" skipped; continue; fi
+			if next && cell=$(around "$TMP/$impl.err" step); then
+				transfer_row "$impl" "$profile" "$dir" "$s" "$cell"
+			else
+				transfer_row "$impl" "$profile" "$dir" "$s" timeout; stopped=1; kill "$LIB_PID" 2>/dev/null
+			fi
+			if [[ $dir == down && $stopped == 0 ]] && [[ $(sha256sum <"$TMP/$impl-$s.bin" | cut -d' ' -f1) != "$(sha_for "$s")" ]]; then
+				log "$impl: $s MB download has the wrong sha256"
+			fi
+		done
 	done
 	wait "$LIB_PID" 2>/dev/null || true
 	set -- $echo_line
-	row "$impl" "$profile" "$connect" "$3" "$4" "${cells[@]}"
+	row "$impl" "$profile" "$connect" "$3" "$4"
 }
 
 for profile in $PROFILES; do
@@ -198,23 +227,46 @@ for profile in $PROFILES; do
 	done
 done
 
-# The table: one line per implementation and profile.
+# Connect time against the Connect's reply SURBs: 4 (below the IPR's reserve of 10, what every
+# message carried before) and 20 (now): the library's time to `connected`, CONNECT_RUNS each.
+CONNECT=()
+if [[ " $IMPLS " == *" library "* ]]; then
+	for surbs in 4 20; do
+		times=()
+		for _ in $(seq "${CONNECT_RUNS:-5}"); do
+			line=$(ip netns exec "$C" "$SMX_BIN/examples/mixnet_bench" --nym-api "$NYM_API" --ipr "$LOCALNET_IPR_ADDRESS" \
+				--control-surbs "$surbs" 2>/dev/null | grep '^connected' || echo "connected nan")
+			times+=("${line#connected }")
+		done
+		CONNECT+=("$surbs|${times[*]}")
+		log "connect with $surbs SURBs on the Connect: ${times[*]}"
+	done
+fi
+
+# The tables. Sphinx packets per MB: the client's real packets, sent and received, over the
+# transfer (and the idle period after it); "mixnodes" is the same transfer seen by the mixnodes,
+# beyond an equal idle period (it misses real packets that replaced Poisson cover).
 {
-	printf '%-9s %-8s %8s %6s %6s' impl profile connect_s p50_ms p95_ms
-	for s in $SIZES; do printf ' %9s %8s %9s %8s' "down${s}MB_s" pkts/MB "up${s}MB_s" pkts/MB; done
-	printf '\n'
+	printf '%-9s %-8s %9s %6s %6s %15s\n' impl profile connect_s p50_ms p95_ms longest_stall_ms
 	for r in "${ROWS[@]}"; do
 		IFS='|' read -r -a f <<<"$r"
 		[[ ${f[2]} == failed ]] && { printf '%-9s %-8s failed\n' "${f[0]}" "${f[1]}"; continue; }
-		printf '%-9s %-8s %8.2f %6s %6s' "${f[0]}" "${f[1]}" "${f[2]}" "${f[3]}" "${f[4]}"
-		i=5
-		for s in $SIZES; do
-			for _ in down up; do
-				read -r secs pk <<<"${f[i]:-skipped}"
-				if [[ -n $pk ]]; then printf ' %9.1f %8.0f' "$secs" "$((pk / s))"; else printf ' %9s %8s' "$secs" -; fi
-				i=$((i + 1))
-			done
-		done
-		printf '\n'
+		printf '%-9s %-8s %9.2f %6s %6s %15s\n' "${f[0]}" "${f[1]}" "${f[2]}" "${f[3]}" "${f[4]}" "${f[5]:--}"
 	done
+	printf '\n%-9s %-8s %-4s %3s %8s %6s %11s %9s %9s %7s %12s\n' impl profile dir MB seconds s/MB sphinx/MB sent/MB recv/MB retx mixnodes/MB
+	for r in "${TRANSFERS[@]}"; do
+		IFS='|' read -r -a f <<<"$r"
+		read -r secs mix sent recv retx <<<"${f[4]}"
+		if [[ -z $retx ]]; then printf '%-9s %-8s %-4s %3s %8s\n' "${f[0]}" "${f[1]}" "${f[2]}" "${f[3]}" "$secs"; continue; fi
+		mb=${f[3]}
+		printf '%-9s %-8s %-4s %3s %8.1f %6.1f %11d %9d %9d %7d %12d\n' "${f[0]}" "${f[1]}" "${f[2]}" "$mb" "$secs" \
+			"$(python3 -c "print($secs / $mb)")" $(((sent + recv) / mb)) $((sent / mb)) $((recv / mb)) "$retx" $((mix / mb))
+	done
+	if ((${#CONNECT[@]})); then
+		printf '\n%-14s %9s  %s\n' connect_surbs median_s "runs (s)"
+		for r in "${CONNECT[@]}"; do
+			IFS='|' read -r n t <<<"$r"
+			printf '%-14s %9s  %s\n' "$n" "$(python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.2f}")' $t)" "$t"
+		done
+	fi
 } | tee "${BENCH_OUT:-/dev/null}"

@@ -61,6 +61,8 @@ fn debug_config(fast: bool) -> DebugConfig {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // RUST_LOG as for ours: the bench reads the SDK's packet statistics from stderr.
+    nym_bin_common::logging::setup_tracing_logger();
     let args: Vec<String> = std::env::args().collect();
     let api = arg(&args, "--nym-api").ok_or("--nym-api URL is required")?;
     let ipr = arg(&args, "--ipr").ok_or("--ipr ADDR is required")?;
