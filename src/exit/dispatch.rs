@@ -24,7 +24,7 @@ use nym_ip_packet_requests::ConnectFailureReason;
 use super::client::Downlink;
 use super::counters::Counters;
 use super::filter::{classify, is_global};
-use super::server::{Client, Server, MAX_TUN_QUEUE};
+use super::server::{Client, Server, MAX_QUEUE_BYTES, MAX_TUN_QUEUE};
 use super::wire::{self, Envelope, Reject};
 
 /// The real IPR accepts any `buffer_timeout`; the double caps it so `Instant` math cannot
@@ -227,12 +227,13 @@ impl Server {
             };
             return self.reply_control(peer, env, version, v8r::ControlResponse::Info(info), now);
         }
-        if self.tun.len() >= MAX_TUN_QUEUE {
+        if self.tun.len() >= MAX_TUN_QUEUE || self.tun_bytes + packet.len() > MAX_QUEUE_BYTES {
             self.counters.tun_queue_full += 1;
             return;
         }
         let mut buf = self.take_buffer();
         buf.extend_from_slice(packet);
+        self.tun_bytes += buf.len();
         self.tun.push_back(buf);
         self.counters.uplink_forwarded += 1;
     }

@@ -28,6 +28,9 @@ use rand::Rng;
 pub const MAX_QUEUED: usize = 8192;
 /// Upper bound on messages held for one peer (the brief's per-client downlink queue).
 pub const MAX_QUEUED_PER_PEER: usize = 1024;
+/// Upper bound on bytes held by one queue: 8192 messages of up to 64 KiB would be 512 MiB.
+/// 32 MiB holds 1 s of a 256 Mbit/s link, longer than any delay the model is used with.
+pub const MAX_QUEUED_BYTES: usize = 32 << 20;
 
 /// Impairment parameters; the default is a perfect link.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -72,6 +75,8 @@ pub(crate) struct ImpairQueue {
     heap: BinaryHeap<Reverse<Held>>,
     /// Messages currently held per peer, for the per-peer bound.
     per_peer: HashMap<SocketAddr, usize>,
+    /// Bytes of the messages held.
+    bytes: usize,
     /// When the paced link finishes sending its last message.
     link_free: Option<Instant>,
     /// Arrival counter, the tie-breaker that keeps equal release times in FIFO order.
@@ -111,6 +116,7 @@ impl ImpairQueue {
             downlink,
             heap: BinaryHeap::new(),
             per_peer: HashMap::new(),
+            bytes: 0,
             link_free: None,
             arrivals: 0,
         }
@@ -131,7 +137,10 @@ impl ImpairQueue {
         rng: &mut impl Rng,
     ) -> Admit {
         let held_for_peer = self.per_peer.get(&peer).copied().unwrap_or(0);
-        if self.heap.len() >= MAX_QUEUED || held_for_peer >= MAX_QUEUED_PER_PEER {
+        if self.heap.len() >= MAX_QUEUED
+            || held_for_peer >= MAX_QUEUED_PER_PEER
+            || self.bytes + message.len() > MAX_QUEUED_BYTES
+        {
             return Admit::Full(message);
         }
         if self.downlink
@@ -152,6 +161,7 @@ impl ImpairQueue {
         let release = leaves_link + self.sample_delay(rng);
         self.arrivals += 1;
         *self.per_peer.entry(peer).or_insert(0) += 1;
+        self.bytes += message.len();
         self.heap.push(Reverse(Held {
             release,
             arrival: self.arrivals,
@@ -167,6 +177,7 @@ impl ImpairQueue {
             return None;
         }
         let Reverse(held) = self.heap.pop()?;
+        self.bytes -= held.message.len();
         if let Some(count) = self.per_peer.get_mut(&held.peer) {
             *count -= 1;
             if *count == 0 {
@@ -269,6 +280,23 @@ mod tests {
             up.push(peer(), BytesMut::new(), true, t0, &mut rng),
             Admit::Queued
         ));
+    }
+
+    #[test]
+    fn the_byte_bound_refuses_large_messages_and_recovers() {
+        let config = ImpairConfig { delay: MS, ..Default::default() };
+        let mut q = ImpairQueue::new(config, true);
+        let mut rng = StdRng::seed_from_u64(1);
+        let t0 = Instant::now();
+        let big = || BytesMut::zeroed(65_535);
+        let fit = MAX_QUEUED_BYTES / 65_535;
+        assert!(fit < MAX_QUEUED_PER_PEER, "the byte bound is the one that bites");
+        for _ in 0..fit {
+            assert!(matches!(q.push(peer(), big(), false, t0, &mut rng), Admit::Queued));
+        }
+        assert!(matches!(q.push(peer(), big(), false, t0, &mut rng), Admit::Full(_)));
+        assert!(q.pop_due(t0 + MS).is_some());
+        assert!(matches!(q.push(peer(), big(), false, t0, &mut rng), Admit::Queued));
     }
 
     #[test]

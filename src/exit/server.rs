@@ -50,6 +50,9 @@ use super::wire::{self, Envelope};
 pub const MAX_TRANSMIT_QUEUE: usize = 4096;
 /// Packets waiting for the driver to write into the TUN.
 pub const MAX_TUN_QUEUE: usize = 4096;
+/// The same two queues bounded in bytes: 4096 messages of up to 64 KiB would be 256 MiB each.
+/// 8 MiB is 67 ms at 1 Gbit/s, far more than a driver that drains every wake-up needs.
+pub const MAX_QUEUE_BYTES: usize = 8 << 20;
 /// Spare buffers kept for reuse, so the steady state does not allocate per message.
 const MAX_POOLED_BUFFERS: usize = 512;
 /// Capacity of a fresh buffer: a full 1500-byte bundle plus LP and IPR framing (≈ 1521 B).
@@ -87,8 +90,12 @@ pub struct Server {
     pub(super) next_sweep: Instant,
     /// Messages ready for the driver to send.
     pub(super) transmit: VecDeque<(SocketAddr, BytesMut)>,
+    /// Bytes held in `transmit`.
+    pub(super) transmit_bytes: usize,
     /// Packets ready for the driver to write into the TUN.
     pub(super) tun: VecDeque<BytesMut>,
+    /// Bytes held in `tun`.
+    pub(super) tun_bytes: usize,
     /// Spare buffers.
     pub(super) pool: Vec<BytesMut>,
     /// Delay model for client → exit messages.
@@ -117,7 +124,9 @@ impl Server {
             flushing: HashSet::new(),
             next_sweep: now + config.sweep_interval,
             transmit: VecDeque::new(),
+            transmit_bytes: 0,
             tun: VecDeque::new(),
+            tun_bytes: 0,
             pool: Vec::new(),
             uplink: ImpairQueue::new(config.impair, false),
             downlink: ImpairQueue::new(config.impair, true),
@@ -231,6 +240,7 @@ impl Server {
     /// Removes the message returned by [`Server::poll_transmit`].
     pub fn pop_transmit(&mut self) {
         if let Some((_, buf)) = self.transmit.pop_front() {
+            self.transmit_bytes -= buf.len();
             self.recycle(buf);
         }
     }
@@ -243,6 +253,7 @@ impl Server {
     /// Removes the packet returned by [`Server::poll_tun`].
     pub fn pop_tun(&mut self) {
         if let Some(buf) = self.tun.pop_front() {
+            self.tun_bytes -= buf.len();
             self.recycle(buf);
         }
     }
@@ -388,10 +399,11 @@ impl Server {
 
     /// Queues a message for the driver, or drops and counts it when the queue is full.
     pub(super) fn enqueue_transmit(&mut self, peer: SocketAddr, buf: BytesMut) {
-        if self.transmit.len() >= MAX_TRANSMIT_QUEUE {
+        if self.transmit.len() >= MAX_TRANSMIT_QUEUE || self.transmit_bytes + buf.len() > MAX_QUEUE_BYTES {
             self.counters.transmit_queue_full += 1;
             return self.recycle(buf);
         }
+        self.transmit_bytes += buf.len();
         self.transmit.push_back((peer, buf));
     }
 

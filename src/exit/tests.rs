@@ -593,3 +593,23 @@ fn garbage_never_panics() {
     }
     assert!(s.counters().rx_messages >= 50_000);
 }
+
+#[test]
+fn the_transmit_queue_is_bounded_in_bytes_as_well_as_messages() {
+    let (mut s, _) = server(ExitConfig::default());
+    let peer: std::net::SocketAddr = "192.0.2.9:1".parse().unwrap();
+    let fit = super::server::MAX_QUEUE_BYTES / 65_535;
+    assert!(fit < super::server::MAX_TRANSMIT_QUEUE, "the byte bound is the one that bites");
+    for _ in 0..=fit {
+        s.enqueue_transmit(peer, bytes::BytesMut::zeroed(65_535));
+    }
+    assert_eq!(s.counters().transmit_queue_full, 1);
+    let mut held = 0;
+    while s.poll_transmit().is_some() {
+        s.pop_transmit();
+        held += 1;
+    }
+    assert_eq!(held, fit);
+    s.enqueue_transmit(peer, bytes::BytesMut::zeroed(65_535));
+    assert!(s.poll_transmit().is_some(), "drained, it takes messages again");
+}
