@@ -39,16 +39,21 @@ impl Allocation {
     /// the mixnet as one message anyway).
     pub fn tunnel_mtu(&self, ipv6: bool) -> u16 {
         let floor = if ipv6 { MIN_MTU_V6 } else { MIN_MTU_V4 };
-        let mtu = self.mtu_or_default().clamp(floor, MAX_EXIT_MTU);
-        if Some(mtu) != self.mtu && self.mtu.is_some() {
-            tracing::warn!(announced = ?self.mtu, used = mtu, "the exit announced an MTU out of range; clamped");
+        self.mtu_or_default().clamp(floor, MAX_EXIT_MTU)
+    }
+
+    /// The allocation a `Connected` event carries; says once, here, if the exit's MTU is out
+    /// of the range [`Allocation::tunnel_mtu`] keeps to.
+    pub fn new(ipv4: Ipv4Addr, ipv6: Ipv6Addr, mtu: Option<u16>, version: u8) -> Allocation {
+        if let Some(m) = mtu.filter(|m| !(MIN_MTU_V6..=MAX_EXIT_MTU).contains(m)) {
+            tracing::warn!(announced = m, "the exit announced an MTU outside {MIN_MTU_V6}..={MAX_EXIT_MTU}; the tunnel clamps it");
         }
-        mtu
+        Allocation { ipv4, ipv6, mtu, version }
     }
 }
 
 /// The smallest MTU of a link that carries IPv6 (RFC 8200 §5).
-pub const MIN_MTU_V6: u16 = 1280;
+pub use crate::pipeline::IPV6_MIN_MTU as MIN_MTU_V6;
 /// The smallest MTU every IPv4 host must accept whole (RFC 791: 576-byte datagrams).
 pub const MIN_MTU_V4: u16 = 576;
 /// The largest MTU taken from an exit: jumbo frames; the IPR's own default is 1420.
@@ -95,7 +100,7 @@ pub async fn connect(
         if let Some(ev) = session.poll_event() {
             match ev {
                 Event::Connected { ipv4, ipv6, mtu, version } => {
-                    return Ok((session, Allocation { ipv4, ipv6, mtu, version }));
+                    return Ok((session, Allocation::new(ipv4, ipv6, mtu, version)));
                 }
                 Event::ConnectFailed(SessionError::Timeout) | Event::ExitUnresponsive => {
                     return Err(ConnectError::NoAnswer { secs: started.elapsed().as_secs() });

@@ -12,7 +12,7 @@ use super::wire;
 
 /// Smallest MTU accepted: the real v10 IPR ignores `NYM_MTU_SIZE` below 1280 (§3.4), which
 /// is also the IPv6 minimum link MTU the TUN needs.
-pub const MIN_MTU: u16 = 1280;
+pub const MIN_MTU: u16 = crate::pipeline::IPV6_MIN_MTU;
 
 /// Configuration of the double; [`Default`] matches the real IPR.
 #[derive(Debug, Clone, PartialEq)]

@@ -29,7 +29,7 @@ use crate::pipeline::packet::{
 const V4_ERROR_MAX: usize = 576;
 /// RFC 4443 §2.4(c): an ICMPv6 error must not exceed the IPv6 minimum MTU.
 const V6_ERROR_MAX: usize = 1280;
-const V6_MIN_MTU: u16 = 1280;
+use super::IPV6_MIN_MTU as V6_MIN_MTU;
 
 /// Token bucket for generated ICMP; tokens are kept in nanoseconds-of-rate units so that
 /// refill is exact integer arithmetic.

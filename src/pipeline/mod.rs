@@ -25,6 +25,10 @@
 //! - The established-flow path rewrites in place and does not allocate; reassembly and generated
 //!   ICMP use one reusable scratch buffer.
 
+/// The smallest MTU of a link that carries IPv6 (RFC 8200 §5): the one floor every layer uses
+/// (the pipeline's too-big replies, the exit's MTU, `--mtu`).
+pub const IPV6_MIN_MTU: u16 = 1280;
+
 mod checksum;
 mod icmp;
 mod mss;

@@ -67,7 +67,7 @@ impl Pipeline {
             // IPv4 without DF may be fragmented by the exit (RFC 791): forward whole.
             Family::V4 => view.len > mtu && view.df,
             // IPv6 links carry at least 1280 bytes (RFC 8200 §5).
-            Family::V6 => view.len > mtu.max(1280),
+            Family::V6 => view.len > mtu.max(usize::from(super::IPV6_MIN_MTU)),
         };
         if too_big {
             return self.answer_too_big(pkt, &view, now);

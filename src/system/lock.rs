@@ -100,19 +100,29 @@ impl InstanceLock {
     /// Takes the lock in a [`prepare`]d run dir, or says that another `up` holds it.
     pub fn acquire(run_dir: &Path) -> Result<InstanceLock, RunDirError> {
         let path = run_dir.to_path_buf();
-        let file = open_lock(run_dir).map_err(|source| RunDirError::Io { path: path.clone(), source })?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut lock) => {
-                // Our pid, for `down` to signal while we are still connecting (no status yet).
-                let write = |f: &mut File| -> io::Result<()> {
-                    f.set_len(0)?;
-                    f.write_all(format!("{}\n", std::process::id()).as_bytes())
-                };
-                write(&mut lock).map_err(|source| RunDirError::Io { path, source })?;
-                Ok(InstanceLock { _lock: lock })
+        let mut file = open_lock(run_dir).map_err(|source| RunDirError::Io { path: path.clone(), source })?;
+        // `held` (status, down, exec) takes a shared lock for microseconds; that must not make
+        // an `up` think another one runs. 10 tries over ~100 ms outlast any probe.
+        let mut tries = 10;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(mut lock) => {
+                    // Our pid, for `down` to signal while we are still connecting (no status yet).
+                    let write = |f: &mut File| -> io::Result<()> {
+                        f.set_len(0)?;
+                        f.write_all(format!("{}\n", std::process::id()).as_bytes())
+                    };
+                    write(&mut lock).map_err(|source| RunDirError::Io { path, source })?;
+                    return Ok(InstanceLock { _lock: lock });
+                }
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) if tries > 1 => {
+                    tries -= 1;
+                    file = f;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(RunDirError::Running { path }),
+                Err((_, e)) => return Err(RunDirError::Io { path, source: e.into() }),
             }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(RunDirError::Running { path }),
-            Err((_, e)) => Err(RunDirError::Io { path, source: e.into() }),
         }
     }
 }

@@ -184,7 +184,7 @@ impl Runner {
         match ev {
             Event::Connected { ipv4, ipv6, mtu, version } => {
                 tracing::info!(exit = %self.exit, %ipv4, %ipv6, version, "tunnel reconnected");
-                let alloc = Allocation { ipv4, ipv6, mtu, version };
+                let alloc = Allocation::new(ipv4, ipv6, mtu, version);
                 self.shared.lock().set_allocation(alloc, Instant::now().into_std());
                 self.backoff.reset();
             }
