@@ -17,7 +17,7 @@ CURRENT_SUITE=perapp
 source "$(dirname "$0")/lib.sh"
 TMP=$(mktemp -d /tmp/smx-perapp.XXXXXX)
 app="smx-pa-$$" app2="smx-pb-$$"
-cleanup() { for ns in "$app" "$app2"; do ip netns del "$ns" 2>/dev/null || true; done; cleanup_all; }
+cleanup() { rm -f "${STI:-}"; for ns in "$app" "$app2"; do ip netns del "$ns" 2>/dev/null || true; done; cleanup_all; }
 trap cleanup EXIT
 setup_topology "smx-pa-$$"
 setup_exit_nat
@@ -121,6 +121,33 @@ t_shell() {
 	[[ $(last_client "$TMP/http.log") == 192.0.2.1 ]]
 }
 t_exit_status() { local rc=0; vx -- sh -c 'exit 7' || rc=$?; [[ $rc -eq 7 ]]; }
+# The caller's terminal. Under script(1) our commands get a terminal of their own, as under a
+# user's shell; the program exec starts must not be able to push input into it (TIOCSTI, which
+# this kernel allows: dev.tty.legacy_tiocsti=1), and gets a pty of its own when stdin and
+# stdout are terminals.
+STI=$(mktemp /tmp/smx-sti.XXXXXX.py)
+chmod 0644 "$STI"
+cat >"$STI" <<-'EOP'
+	import fcntl, sys, termios
+	try:
+	    fcntl.ioctl(2, termios.TIOCSTI, b"#")
+	    print("INJECTED")
+	except OSError as e:
+	    print("refused errno", e.errno)
+EOP
+in_terminal() { script -qec "$1" /dev/null; }
+vx_line="nsenter --net=/run/netns/$c env SMOLMIX_RUN_DIR=$TMP/run SUDO_UID=65534 SUDO_GID=65534 $SMX_BIN/smolmix-vpn exec"
+# stdin a file: no pty, so the program's stderr is still the caller's terminal.
+t_tiocsti() { in_terminal "$vx_line -- /usr/bin/python3 $STI </dev/null" | tee "$TMP/sti.out" | grep -q 'refused errno 1'; }
+t_tiocsti_control() { in_terminal "setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 $STI </dev/null" | tee "$TMP/sti-control.out" | grep -q INJECTED; }
+t_pty() {
+	local outer inner
+	outer=$(in_terminal "tty" | tr -d '\r')
+	inner=$(in_terminal "$vx_line -- tty" | tr -d '\r')
+	echo "caller's terminal $outer, the program's $inner"
+	[[ $inner == /dev/pts/* && $outer == /dev/pts/* && $inner != "$outer" ]]
+}
+t_pty_status() { local rc=0; in_terminal "$vx_line -- sh -c 'echo hello; exit 7'" >"$TMP/pty.out" || rc=$?; [[ $rc -eq 7 ]] && grep -q hello "$TMP/pty.out"; }
 t_wrong_ns() { ! vx --netns smx-nope -- true 2>"$TMP/wrongns.err" && grep -q 'smx-nope' "$TMP/wrongns.err"; }
 # The host's resolver sockets: a private /run (so the host's is never touched) holding stand-ins
 # for nscd's socket and resolved's varlink socket. Plain `ip netns exec` reaches them (the
@@ -195,6 +222,10 @@ check "exec passes the command's exit status through (7)" t_exit_status
 check "exec clears the environment but for an allowlist (TERM, LANG, LC_*; no secrets, no LD_PRELOAD)" t_env
 check "exec with no command starts a shell whose programs use the tunnel" t_shell
 check "exec --netns of another namespace is refused, naming it" t_wrong_ns
+check "positive control: a program on the caller's terminal can push input into it (TIOCSTI)" t_tiocsti_control
+check "a program started by exec cannot (it runs in a session of its own)" t_tiocsti
+check "with a terminal, the program gets a pty of its own, not the caller's" t_pty
+check "through the pty, its output and exit status (7) come back" t_pty_status
 
 pretty "$c" "stop"
 check "SIGTERM stops the client with exit status 0" stop_client

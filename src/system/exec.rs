@@ -15,7 +15,9 @@
 //!    in our tmpfs first). The file is written on a tmpfs staged for an instant on [`STAGE_DIRS`]
 //!    and unmounted again: a bind source must be a named file in the child's own mount namespace
 //!    (a memfd or an fd opened before `unshare` gives EINVAL, an O_TMPFILE file ENOENT: measured);
-//! 5. the user's identity: ambient capabilities cleared, the bounding set emptied, supplementary
+//! 5. a session of its own, on a pty of its own when the caller has a terminal ([`super::pty`]:
+//!    no TIOCSTI into the caller's shell);
+//! 6. the user's identity: ambient capabilities cleared, the bounding set emptied, supplementary
 //!    groups from getgrouplist(3), gid, uid, every capability set zeroed, `PR_SET_NO_NEW_PRIVS`,
 //!    then `PR_SET_PDEATHSIG` so the program does not outlive an `exec` that is killed.
 //!
@@ -42,7 +44,7 @@ use std::process::{Child, Command, ExitStatus};
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::{getgrouplist, pipe2, setgroups, setresgid, setresuid, Gid, Uid, User};
 
 use super::netns::{self, NetnsError};
@@ -189,17 +191,19 @@ enum Step {
     NetNs,
     Mask,
     ResolvConf,
+    Terminal,
     Capabilities,
     Identity,
     NoNewPrivs,
     /// Setup done: a failure now is execve's own (no such program, permission denied).
     Exec,
 }
-const STEP_NAMES: [&str; 8] = [
+const STEP_NAMES: [&str; 9] = [
     "unshare mount namespace",
     "setns network namespace",
     "mask resolver sockets",
     "bind resolv.conf",
+    "new session and terminal",
     "drop capabilities",
     "become the user",
     "no_new_privs",
@@ -222,26 +226,27 @@ struct ChildPlan {
     cap_last: u32,
     parent: u32,
     report: OwnedFd,
+    /// The pty's slave, to become the child's controlling terminal and stdio.
+    tty: Option<std::os::fd::RawFd>,
 }
 
 /// Runs `spec.program` as described in the module doc and waits for it; returns the exit code
 /// the CLI should exit with. Call it from a plain thread, not from inside an async runtime.
 pub fn exec(spec: &ExecSpec) -> Result<i32, ExecError> {
-    let mut child = spawn(spec)?;
-    // Ctrl-C / Ctrl-\ reach the whole foreground group: the program decides, we stay to report its
-    // status (as sudo, system(3)). After fork: an ignored signal would stay ignored across exec.
-    // SAFETY: SigIgn installs no handler code.
-    let old = unsafe { [signal(Signal::SIGINT, SigHandler::SigIgn), signal(Signal::SIGQUIT, SigHandler::SigIgn)] };
-    let status = child.wait().map_err(|source| ExecError::Io { what: "wait for the command", source });
-    for (sig, prev) in [Signal::SIGINT, Signal::SIGQUIT].into_iter().zip(old) {
-        // SAFETY: restores the disposition we replaced.
-        let _ = prev.map(|h| unsafe { signal(sig, h) });
-    }
-    Ok(exit_code(status?))
+    let (mut child, master) = spawn(spec)?;
+    // The program runs in its own session, out of reach of the terminal's signals: what the
+    // caller's terminal (Ctrl-C) or a service manager sends us is passed on, as sudo does.
+    let _forwarding = super::pty::forward_signals(child.id());
+    let status = match master {
+        Some(master) => super::pty::relay(master, &mut child),
+        None => child.wait(),
+    };
+    Ok(exit_code(status.map_err(|source| ExecError::Io { what: "wait for the command", source })?))
 }
 
 /// Resolves the user, prepares the sandbox and starts the program.
-pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
+/// Returns the child and, when it got a pty, the pty's master for [`super::pty::relay`].
+pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
     let choice = choose_user(spec.user.as_deref(), |v| std::env::var(v).ok(), Uid::current().as_raw())?;
     let (user, gid) = lookup(&choice)?;
     let name = CString::new(user.name.as_bytes()).map_err(|_| ExecError::UnknownUser(user.name.clone()))?;
@@ -261,6 +266,7 @@ pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
         std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(63);
     let (report_rx, report_tx) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| ExecError::Io { what: "pipe", source: e.into() })?;
+    let pty = super::pty::Pty::for_caller(user.uid).map_err(|source| ExecError::Io { what: "open a pty", source })?;
     let cpath = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| ExecError::ResolvConf(p.into()));
     let plan = ChildPlan {
         netns,
@@ -276,6 +282,7 @@ pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
         cap_last,
         parent: std::process::id(),
         report: report_tx,
+        tty: pty.as_ref().map(|p| p.slave.as_raw_fd()),
     };
     tracing::debug!(user = %user.name, uid = %user.uid, %gid, ns = %spec.netns, masks = ?masks, resolv = %dst.display(), "exec");
 
@@ -289,7 +296,9 @@ pub fn spawn(spec: &ExecSpec) -> Result<Child, ExecError> {
     unsafe { cmd.pre_exec(move || child_setup(&plan)) };
     let spawned = cmd.spawn();
     drop(cmd); // closes our copy of the report pipe's write end (moved into the closure)
-    spawned.map_err(|source| {
+    // Only the child may hold the slave now: the master reports the end once it lets go.
+    let master = pty.map(|p| p.master);
+    spawned.map(|child| (child, master)).map_err(|source| {
         let mut steps = Vec::new();
         let _ = File::from(report_rx).read_to_end(&mut steps);
         match steps.last() {
@@ -391,6 +400,9 @@ fn child_setup(p: &ChildPlan) -> std::io::Result<()> {
     mount(none, p.resolv_dst.as_c_str(), none, ro, none)?;
     // The bind mount keeps the tmpfs alive; the staging directory is uncovered again.
     umount2(p.stage_dir.as_c_str(), MntFlags::MNT_DETACH)?;
+
+    step(Step::Terminal);
+    super::pty::child_side(p.tty)?;
 
     step(Step::Capabilities);
     prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong)?;
