@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use tun_rs::AsyncDevice;
 
 use super::{DriverError, UpConfig};
-use crate::system::dns::{self, Applied, DnsPaths};
+use crate::system::dns::{self, Applied};
 use crate::system::dns_check;
 use crate::system::firewall::KillSwitch;
 use crate::system::host::Host;
@@ -22,7 +22,7 @@ use crate::transport::Transport;
 /// What `up` set up on the host, for the loop and the status file.
 pub(super) struct Setup {
     pub dev: AsyncDevice,
-    /// Transport peers kept outside the tunnel by a rule.
+    /// Destinations kept outside the tunnel by address (none at setup; see mark.rs).
     pub bypass: Vec<IpAddr>,
     /// How the host's resolver was pointed at the tunnel (full-tunnel mode).
     pub dns: Option<Applied>,
@@ -31,30 +31,28 @@ pub(super) struct Setup {
 /// Full or split tunnel: the kill switch (full tunnel only), TUN, owned table and rules, then
 /// DNS (which needs both: resolvectl configures the TUN link, and the routes must exist before
 /// anything queries).
-pub(super) fn setup_host(cfg: &UpConfig, host: &mut Host, transport: &Transport, mtu: u16) -> Result<Setup, DriverError> {
-    let bypass = transport.bypass_addrs();
+/// The transport's own sockets carry [`crate::system::mark::FWMARK`]: routing and the kill switch
+/// exempt that mark, not the addresses a gateway publishes.
+pub(super) fn setup_host(cfg: &UpConfig, host: &mut Host, mtu: u16) -> Result<Setup, DriverError> {
     let full = cfg.routes.iter().any(|r| r.prefix_len() == 0);
-    if bypass.is_empty() && full {
-        return Err(DriverError::NoGatewayAddress);
-    }
     if full {
         // First, so that nothing leaves in the clear from here on, whatever fails next.
         host.install_kill_switch(&KillSwitch {
             tun: cfg.tun.clone(),
-            exempt: bypass.clone(),
+            exempt: Vec::new(),
             excludes: cfg.excludes.clone(),
             allow_lan: cfg.allow_lan,
         })?;
     }
     let dev = tun::create(host, &cfg.tun, mtu, cfg.ipv6)?;
     let servers = cfg.dns.as_deref().unwrap_or_default();
-    let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6, bypass.clone()).with_dns(servers);
+    let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6).with_dns(servers);
     host.install_routes(&cfg.tun, &plan)?;
     let dns = match &cfg.dns {
-        Some(servers) => Some(dns::apply(host, &DnsPaths::default(), &cfg.tun, servers)?),
+        Some(servers) => Some(dns::apply(host, &cfg.dns_paths(), &cfg.tun, servers)?),
         None => None,
     };
-    Ok(Setup { dev, bypass, dns })
+    Ok(Setup { dev, bypass: Vec::new(), dns })
 }
 
 /// Per-app mode: the namespace first (so deleting it is undone last), then the TUN, created

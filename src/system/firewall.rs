@@ -10,10 +10,11 @@
 //!  table inet smolmix_killswitch
 //!   output (filter hook, policy accept; the last rule rejects):
 //!    oifname lo | oifname <tun>               accept   loopback, the tunnel itself
-//!    daddr @exempt4 / @exempt6                accept   the transport's peers (the exit, or the
-//!                                                      entry gateway; the directory while a
-//!                                                      new mixnet client is built), kept in
-//!                                                      step with the routing bypass rules
+//!    meta mark 0x736d                         accept   the transport's own sockets (mark.rs)
+//!    daddr @exempt4 / @exempt6                accept   empty but while a new mixnet client is
+//!                                                      built: the directory, whose HTTP client
+//!                                                      is the SDK's and unmarked; in step with
+//!                                                      the routing rules for it
 //!    daddr <each --exclude>                   accept   what the user keeps off the tunnel
 //!    DHCPv4 68→67, DHCPv6 546→547,
 //!    ICMPv6 router/neighbour solicitation,
@@ -32,6 +33,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use super::mark::FWMARK;
 use super::routes::Cidr;
 
 /// nftables table (family inet) that holds the kill switch.
@@ -41,7 +43,7 @@ pub const TABLE: &str = "smolmix_killswitch";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillSwitch {
     pub tun: String,
-    /// The transport's peers at install time (later changes: [`set_elements`]).
+    /// Destinations let through at install time (later changes: [`set_elements`]).
     pub exempt: Vec<IpAddr>,
     /// `--exclude` prefixes: the user asked for these to be reached directly.
     pub excludes: Vec<Cidr>,
@@ -70,6 +72,7 @@ impl KillSwitch {
         let _ = writeln!(s, "\t\ttype filter hook output priority filter; policy accept;");
         let _ = writeln!(s, "\t\toifname \"lo\" accept");
         let _ = writeln!(s, "\t\toifname {} accept", quoted(&self.tun));
+        let _ = writeln!(s, "\t\tmeta mark {FWMARK:#x} accept");
         let _ = writeln!(s, "\t\tip daddr @exempt4 accept");
         let _ = writeln!(s, "\t\tip6 daddr @exempt6 accept");
         for c in &self.excludes {
@@ -126,6 +129,7 @@ mod tests {
         let rules: Vec<&str> = s.lines().map(str::trim).collect();
         let pos = |needle: &str| rules.iter().position(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("{needle}\n{s}"));
         assert!(pos("oifname \"smx0\" accept") < pos("counter reject"));
+        assert!(pos("meta mark 0x736d accept") < pos("counter reject"));
         assert!(pos("ip daddr @exempt4 accept") < pos("counter reject"));
         assert!(pos("ip daddr 192.0.2.0/24 accept") < pos("counter reject"));
         assert_eq!(rules.iter().filter(|l| l.contains("reject")).count(), 1);

@@ -3,7 +3,7 @@
 //! The plan (all journalled by [`super::Host`] before each change):
 //!
 //! ```text
-//!  pref 5208  to <transport peer>  lookup main      the exit (or entry gateway) stays outside
+//!  pref 5208  fwmark 0x736d        lookup main      the transport's own sockets (mark.rs)
 //!  pref 5209  from all             lookup 0x736d    our table, consulted before main
 //!  table 0x736d:  <each --route> dev smx0           (default: 0.0.0.0/0 and ::/0)
 //!                 unreachable <each --route> metric 4096   backstop once the TUN is gone
@@ -15,7 +15,7 @@
 //! `suppress_prefixlength 0` scheme): a more specific route that DHCP option 121 or another
 //! program pushes into `main` would win over a tunnel route there and pull traffic out of the
 //! tunnel ("TunnelVision", CVE-2024-3661, see reliability.md). Our table is looked up first, so
-//! only our own `throw` entries and the transport-peer rule send anything to `main`.
+//! only our own `throw` entries and the transport's mark send anything to `main`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -23,7 +23,8 @@ use std::str::FromStr;
 
 /// Our routing table id: "sm" in ASCII, unlikely to clash with tables others own.
 pub const TABLE: u32 = 0x736d;
-/// Rule priority for the transport-peer bypass; below [`RULE_PREF_TABLE`].
+/// Rule priority for the transport's mark (and the directory during a rebuild); below
+/// [`RULE_PREF_TABLE`].
 pub const RULE_PREF_BYPASS: u32 = 5208;
 /// Rule priority for "everything else: our table". Well before `main` (32766).
 pub const RULE_PREF_TABLE: u32 = 5209;
@@ -133,15 +134,13 @@ pub enum TableEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePlan {
     pub entries: Vec<TableEntry>,
-    /// Addresses the transport itself talks to; they must never be routed into the tunnel.
-    pub bypass: Vec<IpAddr>,
 }
 
 impl RoutePlan {
     /// Builds the table for `routes`/`excludes`. With `ipv6 == false` every IPv6 prefix we
     /// would tunnel becomes unreachable instead, so IPv6 is decided, never left to leak out of
     /// the physical interface; when only IPv4 is routed, IPv6 is simply left alone.
-    pub fn new(routes: &[Cidr], excludes: &[Cidr], ipv6: bool, bypass: Vec<IpAddr>) -> RoutePlan {
+    pub fn new(routes: &[Cidr], excludes: &[Cidr], ipv6: bool) -> RoutePlan {
         let mut entries = Vec::new();
         for r in routes {
             if r.is_ipv6() && !ipv6 {
@@ -153,7 +152,7 @@ impl RoutePlan {
         for e in excludes {
             entries.push(TableEntry::Throw(*e));
         }
-        RoutePlan { entries, bypass }
+        RoutePlan { entries }
     }
 
     /// Adds a host route into the tunnel for each DNS server that `routes` do not cover, so a
@@ -209,7 +208,7 @@ mod tests {
 
     #[test]
     fn plan_blocks_v6_when_off() {
-        let plan = RoutePlan::new(&[Cidr::ANY_V4, Cidr::ANY_V6], &[], false, vec![]);
+        let plan = RoutePlan::new(&[Cidr::ANY_V4, Cidr::ANY_V6], &[], false);
         assert_eq!(plan.entries[1], TableEntry::Unreachable(Cidr::ANY_V6));
         assert!(plan.has_v4() && plan.has_v6());
     }
@@ -218,16 +217,16 @@ mod tests {
     fn split_plan_routes_dns_servers_into_the_tunnel() {
         let r: Cidr = "192.0.2.0/24".parse().unwrap();
         let dns: [IpAddr; 2] = ["192.0.2.53".parse().unwrap(), "9.9.9.9".parse().unwrap()];
-        let plan = RoutePlan::new(&[r], &[], true, vec![]).with_dns(&dns);
+        let plan = RoutePlan::new(&[r], &[], true).with_dns(&dns);
         assert_eq!(plan.entries, vec![TableEntry::Tunnel(r), TableEntry::Tunnel(Cidr::host(dns[1]))]);
-        let full = RoutePlan::new(&[Cidr::ANY_V4], &[], true, vec![]).with_dns(&dns);
+        let full = RoutePlan::new(&[Cidr::ANY_V4], &[], true).with_dns(&dns);
         assert_eq!(full.entries, vec![TableEntry::Tunnel(Cidr::ANY_V4)]);
     }
 
     #[test]
     fn plan_excludes_throw() {
         let ex: Cidr = "192.0.2.0/24".parse().unwrap();
-        let plan = RoutePlan::new(&[Cidr::ANY_V4], &[ex], true, vec![]);
+        let plan = RoutePlan::new(&[Cidr::ANY_V4], &[ex], true);
         assert_eq!(plan.entries, vec![TableEntry::Tunnel(Cidr::ANY_V4), TableEntry::Throw(ex)]);
         assert!(!plan.has_v6());
     }

@@ -95,14 +95,14 @@ impl Transport {
         let _ = kind;
     }
 
-    /// Addresses this transport itself talks to (the local exit, or the mixnet entry
-    /// gateway). Full-tunnel routing must keep them outside the tunnel; they may change over
-    /// the transport's life (a new gateway), so the driver asks again periodically.
-    pub fn bypass_addrs(&self) -> Vec<IpAddr> {
+    /// Addresses this transport itself talks to (the local exit, or the mixnet entry gateway),
+    /// for `status`. Routing does not use them: the transport's sockets leave beside the tunnel
+    /// by their mark (system/mark.rs), never by an address a gateway publishes.
+    pub fn peer_addrs(&self) -> Vec<IpAddr> {
         match self {
             Transport::Udp(t) => vec![t.peer().ip()],
             #[cfg(feature = "mixnet")]
-            Transport::Mixnet(t) => t.bypass_addrs(),
+            Transport::Mixnet(t) => t.peer_addrs(),
         }
     }
 

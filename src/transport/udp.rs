@@ -3,7 +3,8 @@
 //! The socket is `connect()`ed, so the kernel discards datagrams from anyone but the exit
 //! before we see them; what the exit itself sends is still untrusted and is checked by the
 //! session. An ICMP port-unreachable from the exit surfaces as `ECONNREFUSED` on the next
-//! call: counted, never fatal (the exit may just be restarting).
+//! call: counted, never fatal (the exit may just be restarting). In a full or split tunnel the
+//! socket carries the transport's routing mark, set before `connect` (system/mark.rs).
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -21,6 +22,8 @@ pub enum UdpError {
     Resolve { host: String, port: u16, source: io::Error },
     #[error("cannot open a UDP socket to {peer}: {source}")]
     Socket { peer: SocketAddr, source: io::Error },
+    #[error("cannot mark the UDP socket to {peer} for routing beside the tunnel (needs CAP_NET_ADMIN): {source}")]
+    Mark { peer: SocketAddr, source: io::Error },
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -41,7 +44,9 @@ pub struct UdpTransport {
 }
 
 impl UdpTransport {
-    pub async fn connect(host: &str, port: u16) -> Result<UdpTransport, UdpError> {
+    /// Connects to `host:port`; `mark`: the routing mark to set first (the VPN's, so the
+    /// socket's packets leave beside the tunnel; `None` for the library).
+    pub async fn connect(host: &str, port: u16, mark: Option<u32>) -> Result<UdpTransport, UdpError> {
         let resolve_err = |source| UdpError::Resolve { host: host.to_string(), port, source };
         let peer = (host, port)
             .to_socket_addrs()
@@ -59,6 +64,10 @@ impl UdpTransport {
         }
         if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
             let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
+        }
+        if let Some(m) = mark {
+            // Before connect: the route (and so the source address) is chosen by connect.
+            setsockopt(&fd, sockopt::Mark, &m).map_err(|e| UdpError::Mark { peer, source: e.into() })?;
         }
         sock.connect(peer).await.map_err(sock_err)?;
         Ok(UdpTransport { sock, peer, stats: UdpStats::default() })

@@ -150,7 +150,7 @@ impl TunnelBuilder {
     pub async fn build(self) -> Result<Tunnel, TunnelError> {
         let (transport, exit) = match &self.ipr {
             Some(ipr @ IprAddr::Udp { host, port }) => {
-                (Transport::Udp(UdpTransport::connect(host, *port).await?), ipr.to_string())
+                (Transport::Udp(UdpTransport::connect(host, *port, None).await?), ipr.to_string())
             }
             Some(IprAddr::Nym(addr)) => mixnet_transport(Some(addr.clone()), &self).await?,
             None => mixnet_transport(None, &self).await?,

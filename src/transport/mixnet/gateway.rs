@@ -1,5 +1,7 @@
-//! Where the mixnet client's own traffic goes: the IP address(es) of its entry gateway, which a
-//! full tunnel must route outside itself (issue 3 point 4; DESIGN.md "Test topology").
+//! The mixnet client's entry gateway: its socket, which gets the VPN's routing mark before it
+//! connects ([`GatewayWatch::on_connection`], system/mark.rs), and its IP address(es), which
+//! `status` shows. Routing does not use the addresses: they come from the gateway's operator,
+//! and exempting them would let a published 9.9.9.9 pull DNS out of the tunnel.
 //!
 //! nym-sdk 1.21.6 has no "gateway address" getter, so we combine two sources:
 //!
@@ -7,7 +9,7 @@
 //!    (`MixnetClient::gateway_connection().gateway_ws_fd`) and, for clients we build, on every
 //!    (re)connection (`MixnetClientBuilder::with_connection_fd_callback`). `getpeername(2)` on
 //!    it gives the exact address in use, including one resolved from the gateway's hostname
-//!    (wss). It is read at every [`super::MixnetTransport::bypass_addrs`] call, so a reconnect
+//!    (wss). It is read at every [`super::MixnetTransport::peer_addrs`] call, so a reconnect
 //!    is seen at once. The fd is not ours: after a reconnect without callback (a caller-built
 //!    client) the number may be reused by an unrelated socket, so a peer is only trusted when
 //!    its port is one of the gateway's published client ports.
@@ -17,7 +19,7 @@
 //!    [`TOPOLOGY_REFRESH`]. If the gateway has no entry details we fall back to its `mix_host`.
 //!
 //! The result is empty only if both fail (no fd, e.g. a custom gateway transceiver, and a
-//! gateway absent from the topology); the driver then keeps whatever it routed before.
+//! gateway absent from the topology).
 //!
 //! A client's gateway identity is part of its Nym address and never changes for its lifetime;
 //! what can change is the gateway's IP (topology) and the socket (reconnect), both covered.
@@ -34,12 +36,18 @@ use super::MixnetClient;
 
 /// How often the receive task re-reads the gateway from the topology.
 pub const TOPOLOGY_REFRESH: Duration = Duration::from_secs(60);
-/// More addresses than this for one gateway is a directory error; keep routing tables small.
+/// More addresses than this for one host is a directory error (also caps the directory's, which
+/// are exempted by address while a client is rebuilt).
 pub const MAX_GATEWAY_ADDRS: usize = 8;
 
 /// What we know about the entry gateway, shared between the transport and its receive task.
 #[derive(Debug)]
 pub struct GatewayWatch {
+    /// The routing mark each new websocket gets before it connects (system/mark.rs).
+    mark: Option<u32>,
+    /// Sockets the mark could not be set on (their packets meet the tunnel's routes: the
+    /// connection fails, nothing leaks).
+    mark_failures: AtomicU64,
     /// The websocket's fd, or -1.
     ws_fd: AtomicI32,
     /// Connections the SDK reported through its callback (the first, then each reconnect).
@@ -57,17 +65,43 @@ pub struct Published {
 
 impl Default for GatewayWatch {
     fn default() -> Self {
-        GatewayWatch { ws_fd: AtomicI32::new(-1), connections: AtomicU64::new(0), published: Mutex::new(Published::default()) }
+        GatewayWatch::with_mark(None)
     }
 }
 
 impl GatewayWatch {
+    pub fn with_mark(mark: Option<u32>) -> GatewayWatch {
+        GatewayWatch {
+            mark,
+            mark_failures: AtomicU64::new(0),
+            ws_fd: AtomicI32::new(-1),
+            connections: AtomicU64::new(0),
+            published: Mutex::new(Published::default()),
+        }
+    }
+
+    /// Sockets that could not be marked so far.
+    pub fn mark_failures(&self) -> u64 {
+        self.mark_failures.load(Ordering::Relaxed)
+    }
+
     pub fn set_fd(&self, fd: Option<RawFd>) {
         self.ws_fd.store(fd.unwrap_or(-1), Ordering::Relaxed);
     }
 
-    /// The SDK's connection callback: a new gateway websocket, at start or after a reconnect.
+    /// The SDK's connection callback: a new gateway websocket, at start or after a reconnect,
+    /// called before `connect` (nym-gateway-client 1.21.6, `connect_async_with_hickory`), so
+    /// the mark set here decides its route from the first SYN.
     pub fn on_connection(&self, fd: RawFd) {
+        if let Some(mark) = self.mark {
+            // SAFETY: the SDK calls us with the fd of a socket it owns and keeps open across
+            // the call; we only borrow it for this setsockopt.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            if let Err(e) = nix::sys::socket::setsockopt(&borrowed, nix::sys::socket::sockopt::Mark, &mark) {
+                self.mark_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%e, "cannot mark the gateway socket; it will not reach the gateway");
+            }
+        }
         self.set_fd(Some(fd));
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
@@ -83,7 +117,7 @@ impl GatewayWatch {
         }
     }
 
-    /// The addresses to keep outside the tunnel, now.
+    /// The gateway's addresses, now.
     pub fn addrs(&self) -> Vec<IpAddr> {
         let published = self.published.lock().map(|g| g.clone()).unwrap_or_default();
         let fd = self.ws_fd.load(Ordering::Relaxed);

@@ -65,6 +65,9 @@ pub enum MixnetError {
         "connecting to the Nym mixnet timed out after {secs} s (the directory answered; the entry gateway did not)"
     )]
     ConnectTimeout { secs: u64 },
+    /// The gateway socket could not carry the routing mark the options ask for.
+    #[error("cannot mark the gateway socket for routing beside the tunnel (needs CAP_NET_ADMIN)")]
+    Mark,
     /// Any other SDK failure (gateway registration, no tokio runtime, ...).
     #[error("Nym mixnet client: {0}")]
     Client(String),

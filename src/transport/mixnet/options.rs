@@ -81,6 +81,9 @@ pub struct MixnetOptions {
     pub connect_timeout: Duration,
     /// The entry gateway to register with (its identity, base58); `None`: the SDK picks one.
     pub gateway: Option<String>,
+    /// `SO_MARK` for the gateway websocket, set before it connects: the VPN's routing mark
+    /// (system/mark.rs); `None` (the library) leaves sockets unmarked.
+    pub socket_mark: Option<u32>,
 }
 
 impl Default for MixnetOptions {
@@ -94,6 +97,7 @@ impl Default for MixnetOptions {
             nym_api_urls: mainnet_api_urls(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             gateway: None,
+            socket_mark: None,
         }
     }
 }
