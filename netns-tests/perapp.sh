@@ -170,6 +170,23 @@ t_resolver_sockets() {
 	[[ $(sed -n '/^control:/,/^exec:/p' "$TMP/sockets.out" | grep -c ' reached$') -eq 2 ]] &&
 	[[ $(sed -n '/^exec:/,$p' "$TMP/sockets.out" | grep -c ' ENOENT$') -eq 2 ]]
 }
+# nsswitch.conf: a host whose hosts line asks daemons outside the namespace (resolve, mdns).
+# In a private mount namespace (the host's file is never touched) such a file covers
+# /etc/nsswitch.conf; plain `ip netns exec` sees it (the positive control), exec's program must
+# see `hosts: files dns`, with the passwd line kept.
+t_nsswitch() {
+	on_client unshare -m --propagation private bash -s "$TMP" "$app" "$SMX_BIN" <<-'EOS' >"$TMP/nss.out" 2>&1
+	set -e
+	T=$1 APP=$2 BIN=$3
+	printf 'passwd: files smolmixtest\nhosts: files mdns4_minimal [NOTFOUND=return] resolve dns\n' >"$T/nsswitch.fake"
+	chmod 0644 "$T/nsswitch.fake"
+	mount --bind "$T/nsswitch.fake" /etc/nsswitch.conf
+	echo "control: $(ip netns exec "$APP" grep '^hosts:' /etc/nsswitch.conf)"
+	echo "exec: $(env SMOLMIX_RUN_DIR="$T/run" SUDO_UID=65534 SUDO_GID=65534 "$BIN/smolmix-vpn" exec -- grep -E '^(hosts|passwd):' /etc/nsswitch.conf | paste -sd ';')"
+	EOS
+	grep -q '^control: hosts: files mdns4_minimal' "$TMP/nss.out" &&
+	grep -qx 'exec: passwd: files smolmixtest;hosts: files dns' "$TMP/nss.out"
+}
 t_v6_fast_fail() {
 	local t0 t1
 	t0=$(date +%s%N)
@@ -222,6 +239,7 @@ check "exec passes the command's exit status through (7)" t_exit_status
 check "exec clears the environment but for an allowlist (TERM, LANG, LC_*; no secrets, no LD_PRELOAD)" t_env
 check "exec with no command starts a shell whose programs use the tunnel" t_shell
 check "exec --netns of another namespace is refused, naming it" t_wrong_ns
+check "nsswitch.conf inside: hosts by files and dns only, other databases kept (control: the host's line outside)" t_nsswitch
 check "positive control: a program on the caller's terminal can push input into it (TIOCSTI)" t_tiocsti_control
 check "a program started by exec cannot (it runs in a session of its own)" t_tiocsti
 check "with a terminal, the program gets a pty of its own, not the caller's" t_pty
