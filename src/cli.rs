@@ -19,7 +19,7 @@ pub const DEFAULT_TUN: &str = "smx0";
 /// Linux interface names are at most 15 bytes (IFNAMSIZ − 1).
 const IFNAMSIZ_MAX: usize = 15;
 /// IPv6 requires 1280 (RFC 8200 §5); below 576 IPv4 itself breaks (RFC 791).
-const MIN_MTU: u16 = 1280;
+const MIN_MTU: u16 = crate::pipeline::IPV6_MIN_MTU;
 /// The IPR's bundles carry packets behind a u16 length prefix (ipr-protocol.md §2.1).
 const MAX_MTU: u16 = 65535;
 /// DNS servers when `--dns` is not given: Quad9 (no logging of client addresses, DNSSEC
@@ -41,6 +41,11 @@ pub struct Cli {
     /// Where the journal of host changes and the status file live.
     #[arg(long, global = true, env = "SMOLMIX_RUN_DIR", default_value = "/run/smolmix-vpn")]
     pub run_dir: PathBuf,
+
+    /// Where what must survive a reboot lives: the backup of /etc/resolv.conf, restored by
+    /// `down` (or the next `up`) even when a power loss took the run dir's journal.
+    #[arg(long, global = true, env = "SMOLMIX_STATE_DIR", default_value = "/var/lib/smolmix-vpn")]
+    pub state_dir: PathBuf,
 
     #[command(subcommand)]
     pub command: Command,

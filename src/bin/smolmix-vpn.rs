@@ -24,8 +24,8 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
             Err(e) => Err(e),
         },
-        Command::Up(args) => cmd_up(args, &cli.run_dir),
-        Command::Down => cmd_down(&cli.run_dir),
+        Command::Up(args) => cmd_up(args, &cli.run_dir, &cli.state_dir),
+        Command::Down => cmd_down(&cli.run_dir, &cli.state_dir),
         Command::Status { json } => cmd_status(&cli.run_dir, json),
         Command::Exits { json, directory } => cmd_exits(json, directory),
     };
@@ -49,10 +49,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only for a person at a terminal: a service's journal or a log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
+fn cmd_up(args: UpArgs, run_dir: &Path, state_dir: &Path) -> Result<()> {
     args.validate()?;
     if !system::has_net_admin() {
         bail!("`smolmix-vpn up` changes interfaces and routes and needs root (or CAP_NET_ADMIN): run it with sudo");
@@ -70,6 +72,12 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
             eprintln!("smolmix-vpn: warning: cleanup: {f}");
         }
     }
+    lock::prepare(state_dir)?;
+    match recover_state(state_dir) {
+        Ok(true) => eprintln!("smolmix-vpn: restored {} from the backup an earlier run left", RESOLV_CONF),
+        Ok(false) => {}
+        Err(e) => eprintln!("smolmix-vpn: warning: cleanup: {e}"),
+    }
     let cfg = UpConfig {
         ipr: args.ipr.clone(),
         mixnet: MixnetSettings {
@@ -85,6 +93,7 @@ fn cmd_up(args: UpArgs, run_dir: &Path) -> Result<()> {
         allow_lan: args.allow_lan,
         ipv6: args.ipv6 == OnOff::On,
         run_dir: run_dir.to_path_buf(),
+        state_dir: state_dir.to_path_buf(),
         dns: args.effective_dns(),
         dns_check_name: args.dns_check_name.clone(),
         netns: args.netns.clone(),
@@ -120,7 +129,7 @@ fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("`smolmix-vpn exec` enters a network namespace and switches user: run it with sudo");
     }
-    let Some(st) = status::read(run_dir).filter(|s| s.state != "stopped") else {
+    let Some(st) = status::read(run_dir).filter(|s| s.state != "stopped" && s.state != "blocked") else {
         bail!("no tunnel is running: start one with `sudo smolmix-vpn up --netns NAME` first");
     };
     let Some(ns) = st.netns else {
@@ -169,44 +178,66 @@ fn cmd_exits(_json: bool, _directory: DirectoryArgs) -> Result<()> {
     bail!("this build has no Nym mixnet support (cargo feature `mixnet`)")
 }
 
-fn cmd_down(run_dir: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(run_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("nothing to undo");
-            return Ok(());
-        }
-        // Never replay a journal from a directory someone else could have written.
-        _ => lock::check(run_dir)?,
-    }
+fn cmd_down(run_dir: &Path, state_dir: &Path) -> Result<()> {
     let mut stopped = false;
-    if let Some(pid) = lock::holder(run_dir) {
-        // A live `up` undoes its own changes on SIGTERM; give it time to say goodbye to the exit.
-        let raw = i32::try_from(pid).context("bad pid in the lock file")?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGTERM)
-            .with_context(|| format!("cannot signal the running smolmix-vpn (pid {pid})"))?;
-        for _ in 0..100 {
-            if !lock::held(run_dir) {
-                break;
+    let mut pending = 0;
+    let mut failures = Vec::new();
+    // No run dir: nothing ran since boot, but a backup in the state dir may still wait.
+    if std::fs::symlink_metadata(run_dir).is_ok() {
+        // Never replay a journal from a directory someone else could have written.
+        lock::check(run_dir)?;
+        if let Some(pid) = lock::holder(run_dir) {
+            // A live `up` undoes its own changes on SIGTERM; give it time to say goodbye to the exit.
+            let raw = i32::try_from(pid).context("bad pid in the lock file")?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGTERM)
+                .with_context(|| format!("cannot signal the running smolmix-vpn (pid {pid})"))?;
+            for _ in 0..100 {
+                if !lock::held(run_dir) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if lock::held(run_dir) {
+                bail!("smolmix-vpn (pid {pid}) did not stop within 10 s");
+            }
+            stopped = true;
         }
-        if lock::held(run_dir) {
-            bail!("smolmix-vpn (pid {pid}) did not stop within 10 s");
-        }
-        stopped = true;
+        pending = journal::load(run_dir).map(|u| u.len()).unwrap_or(0);
+        failures = host::recover(run_dir);
+        status::remove(run_dir);
     }
-    let pending = journal::load(run_dir).map(|u| u.len()).unwrap_or(0);
-    let failures = host::recover(run_dir);
-    status::remove(run_dir);
+    let restored = match recover_state(state_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            failures.push(e);
+            false
+        }
+    };
     if !failures.is_empty() {
         bail!("some changes could not be undone:\n  {}", failures.join("\n  "));
     }
-    match (stopped, pending) {
-        (true, _) => println!("stopped the running tunnel; host restored"),
-        (false, 0) => println!("nothing to undo"),
-        (false, n) => println!("undid {n} changes left by an earlier run"),
+    match (stopped, pending, restored) {
+        (true, ..) => println!("stopped the running tunnel; host restored"),
+        (false, 0, false) => println!("nothing to undo"),
+        (false, 0, true) => println!("restored {RESOLV_CONF} from the backup an earlier run left (a reboot while up?)"),
+        (false, n, _) => println!("undid {n} changes left by an earlier run"),
     }
     Ok(())
+}
+
+/// The host's resolver file, whose backup may outlive the run dir.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Restores resolv.conf from a backup the journal no longer knows of (dns.rs); refuses a
+/// state dir others could have written, as for the run dir.
+fn recover_state(state_dir: &Path) -> std::result::Result<bool, String> {
+    if std::fs::symlink_metadata(state_dir).is_err() {
+        return Ok(false);
+    }
+    lock::check(state_dir).map_err(|e| e.to_string())?;
+    let paths = system::dns::DnsPaths { backup_dir: state_dir.to_path_buf(), ..Default::default() };
+    debug_assert_eq!(paths.resolv_conf, Path::new(RESOLV_CONF));
+    paths.recover_backup()
 }
 
 fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
@@ -233,6 +264,9 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
         None => writeln!(out, "state: disconnected")?,
         Some(s) => {
             writeln!(out, "state:     {}", s.state)?;
+            if s.state == "blocked" {
+                writeln!(out, "           nothing leaves the host but through the tunnel, which is gone: `sudo smolmix-vpn down` restores it")?;
+            }
             writeln!(out, "exit:      {} (IPR v{})", s.exit, s.version.map_or("?".into(), |v| v.to_string()))?;
             writeln!(out, "interface: {} mtu {}", s.tun, s.mtu.map_or("?".into(), |m| m.to_string()))?;
             writeln!(out, "local:     {} {}", s.local_ipv4, s.local_ipv6)?;

@@ -16,7 +16,9 @@
 //!
 //! Losing the exit or the transport never opens the host: the TUN, routes and DNS stay, so
 //! packets are dropped, not sent around the tunnel, while a new session (or, when the mixnet
-//! client itself stopped, a new transport) is set up with [`Backoff`] between attempts.
+//! client itself stopped, a new transport) is set up with [`Backoff`] between attempts. An
+//! error nothing can repair (the TUN gone) ends `up` with every host change kept, as a crash
+//! would: only a stop opens the host ([`DriverError::FailedClosed`]).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -77,12 +79,21 @@ pub struct UpConfig {
     pub allow_lan: bool,
     pub ipv6: bool,
     pub run_dir: PathBuf,
+    /// Persistent state (`--state-dir`): the resolv.conf backup.
+    pub state_dir: PathBuf,
     /// DNS servers through the tunnel; `None` leaves DNS alone (`--no-dns`).
     pub dns: Option<Vec<IpAddr>>,
     /// The name the end-to-end DNS check asks for.
     pub dns_check_name: String,
     /// Per-app mode: the namespace that gets the TUN; the host's routes and DNS stay as they are.
     pub netns: Option<String>,
+}
+
+impl UpConfig {
+    /// The host's resolver files, with the backup in the state dir.
+    pub fn dns_paths(&self) -> crate::system::dns::DnsPaths {
+        crate::system::dns::DnsPaths { backup_dir: self.state_dir.clone(), ..Default::default() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +104,6 @@ pub enum DriverError {
     Transport(String),
     #[error("the Nym mixnet transport is not available in this build (feature `mixnet`); use --ipr udp://HOST:PORT")]
     NoMixnet,
-    #[error("cannot tell which entry gateway the mixnet client uses, so a full tunnel would route the mixnet into itself; use --route to tunnel only some destinations")]
-    NoGatewayAddress,
     #[error(transparent)]
     Tun(#[from] TunError),
     #[error(transparent)]
@@ -111,6 +120,10 @@ pub enum DriverError {
     NetnsGone(String),
     #[error("transport I/O failed: {0}")]
     TransportIo(std::io::Error),
+    /// The tunnel broke while up, not by a stop: every host change stays (kill switch, routes
+    /// with their backstops, DNS), so nothing leaves in the clear until the user decides.
+    #[error("{0}; the host is kept closed until `smolmix-vpn down` restores it")]
+    FailedClosed(Box<DriverError>),
 }
 
 /// What the exit connection gave `up`: the transport, the exit's name for messages, the
@@ -161,7 +174,7 @@ pub async fn up(
     let mut hostc = Host::open(&cfg.run_dir)?;
     let result = match &cfg.netns {
         Some(ns) => setup_netns(&cfg, &mut hostc, ns, mtu),
-        None => setup_host(&cfg, &mut hostc, &transport, mtu),
+        None => setup_host(&cfg, &mut hostc, mtu),
     };
     let Setup { dev, bypass, dns } = match result {
         Ok(v) => v,
@@ -225,9 +238,16 @@ pub async fn up(
         }
     };
 
-    // 3. Clean stop: tell the exit (best effort), then undo every host change.
+    // 3. Tell the exit (best effort). Only a stop opens the host again: after an error the
+    //    journal stays for `down`, as after a crash.
     let confirmed = link::disconnect(&mut session, &mut transport, &mut rx).await;
     tracing::info!(confirmed, "disconnected from {}", state.exit);
+    if let Err(e) = result {
+        state.write_status("failed", &session, &transport);
+        drop(state);
+        transport.shutdown().await;
+        return Err(DriverError::FailedClosed(Box::new(e)));
+    }
     drop(state);
     for f in hostc.rollback() {
         tracing::warn!("cleanup: {f}");
@@ -239,12 +259,13 @@ pub async fn up(
 
 /// Opens the transport `cfg` asks for; returns it, the exit's name for messages, and the
 /// highest IPR protocol version to try (what the directory says the exit runs, else 10).
-/// `gateway`: the mixnet entry gateway to use (a rebuilt transport keeps the old one, whose
-/// address the host's rules already keep outside the tunnel).
+/// `gateway`: the mixnet entry gateway to use (a rebuilt transport keeps the old one).
 async fn open_transport(cfg: &UpConfig, gateway: Option<&str>) -> Result<(Transport, String, u8), DriverError> {
+    // Per-app mode leaves the host's routing alone; the sockets need no mark there.
+    let mark = cfg.netns.is_none().then_some(crate::system::mark::FWMARK);
     match &cfg.ipr {
         Some(addr @ IprAddr::Udp { host, port }) => {
-            let t = UdpTransport::connect(host, *port).await.map_err(|e| DriverError::Transport(e.to_string()))?;
+            let t = UdpTransport::connect(host, *port, mark).await.map_err(|e| DriverError::Transport(e.to_string()))?;
             Ok((Transport::Udp(t), addr.to_string(), 10))
         }
         #[cfg(feature = "mixnet")]
@@ -252,6 +273,7 @@ async fn open_transport(cfg: &UpConfig, gateway: Option<&str>) -> Result<(Transp
             use crate::transport::mixnet::{self, MixnetTransport};
             let mut opts = mixnet_options(&cfg.mixnet);
             opts.gateway = gateway.map(str::to_string);
+            opts.socket_mark = mark;
             let mixnet_err = |e: mixnet::MixnetError| DriverError::Transport(e.to_string());
             let (address, hint) = match other {
                 Some(IprAddr::Nym(a)) => (a.clone(), None),
@@ -267,7 +289,7 @@ async fn open_transport(cfg: &UpConfig, gateway: Option<&str>) -> Result<(Transp
         }
         #[cfg(not(feature = "mixnet"))]
         _ => {
-            let _ = gateway;
+            let _ = (gateway, mark);
             Err(DriverError::NoMixnet)
         }
     }
@@ -323,7 +345,8 @@ fn unix_now() -> u64 {
 struct Running<'a> {
     cfg: &'a UpConfig,
     host: &'a mut Host,
-    /// Transport peers currently kept outside the tunnel by a rule.
+    /// Destinations currently kept outside the tunnel by address: the directory while a new
+    /// transport is built, nothing otherwise (the transport itself goes by its mark).
     bypass: Vec<IpAddr>,
     max_version: u8,
     exit: String,
@@ -402,7 +425,7 @@ impl Running<'_> {
                         session.handle_path_change(Instant::now().into_std());
                     }
                     self.pipe.expire(Instant::now().into_std());
-                    self.sync_bypass(transport)?;
+                    self.sync_bypass();
                     self.housekeep_dns(report);
                     let state = if self.alloc.is_some() { "connected" } else { "reconnecting" };
                     self.write_status(state, session, transport);
@@ -453,7 +476,7 @@ impl Running<'_> {
     fn on_event(&mut self, session: &mut Session, ev: Event) -> Result<(), DriverError> {
         match ev {
             Event::Connected { ipv4, ipv6, mtu, version } => {
-                self.install(Allocation { ipv4, ipv6, mtu, version })?;
+                self.install(Allocation::new(ipv4, ipv6, mtu, version))?;
             }
             Event::ExitUnresponsive | Event::Disconnected | Event::ConnectFailed(_) => {
                 // Keep the TUN and routes (fail closed: nothing leaks while we reconnect), drop
@@ -517,9 +540,12 @@ impl Running<'_> {
         session.close();
         self.write_status("reconnecting", session, old);
         if self.cfg.netns.is_none() && !self.directory.is_empty() {
-            let mut keep = self.bypass.clone();
-            keep.extend(self.directory.iter().filter(|a| !self.bypass.contains(a)));
-            self.host.sync_bypass(&self.bypass, &keep)?;
+            let keep = self.directory.clone();
+            if let Err(e) = self.host.sync_bypass(&self.bypass, &keep) {
+                // The rebuild then fails at the directory and is retried with backoff; the
+                // host stays closed either way.
+                tracing::warn!(%e, "cannot exempt the directory while the transport is rebuilt");
+            }
             self.bypass = keep;
         }
         loop {
@@ -581,22 +607,16 @@ impl Running<'_> {
         }
     }
 
-    /// Keeps the transport's peers outside the tunnel when they change (a new mixnet entry
-    /// gateway): rules for new peers first, then the old ones go.
-    /// Per-app mode has nothing to do: the host's routing is not ours to change, and the
-    /// transport's packets never meet the TUN's routes, which live in the other namespace.
-    fn sync_bypass(&mut self, transport: &Transport) -> Result<(), DriverError> {
-        if self.cfg.netns.is_some() {
-            return Ok(());
+    /// Drops the directory's exemption once a rebuilt transport runs. A failure is retried on
+    /// the next tick, never fatal: ending `up` would restore the host, i.e. open it.
+    fn sync_bypass(&mut self) {
+        if self.bypass.is_empty() {
+            return;
         }
-        let now = transport.bypass_addrs();
-        if now.is_empty() || now == self.bypass {
-            return Ok(());
+        match self.host.sync_bypass(&self.bypass, &[]) {
+            Ok(()) => self.bypass.clear(),
+            Err(e) => tracing::warn!(%e, "cannot remove the directory's exemption yet; retrying"),
         }
-        tracing::info!(old = ?self.bypass, new = ?now, "transport peers changed; updating bypass rules");
-        self.host.sync_bypass(&self.bypass, &now)?;
-        self.bypass = now;
-        Ok(())
     }
 
     fn write_status(&self, state: &str, session: &Session, transport: &Transport) {
@@ -604,6 +624,7 @@ impl Running<'_> {
             "pipeline": self.pipe.stats(),
             "session": session.stats(),
             "transport": transport.stats(),
+            "transport_peers": transport.peer_addrs(),
         });
         let st = Status {
             state: state.into(),

@@ -44,6 +44,9 @@ use super::resolv_conf::{apply_file, BACKUP_NAME};
 pub struct DnsPaths {
     pub resolv_conf: PathBuf,
     pub resolved_stub_dir: PathBuf,
+    /// Persistent storage for the resolv.conf backup (`--state-dir`): a backup on tmpfs would
+    /// vanish with a power loss and leave the host's resolver pointing at our servers for good.
+    pub backup_dir: PathBuf,
 }
 
 impl Default for DnsPaths {
@@ -51,7 +54,26 @@ impl Default for DnsPaths {
         DnsPaths {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             resolved_stub_dir: PathBuf::from("/run/systemd/resolve"),
+            backup_dir: PathBuf::from("/var/lib/smolmix-vpn"),
         }
+    }
+}
+
+impl DnsPaths {
+    /// Where the original resolv.conf is kept while we are up.
+    pub fn backup(&self) -> PathBuf {
+        self.backup_dir.join(BACKUP_NAME)
+    }
+
+    /// Puts the original resolv.conf back if its backup outlived the journal that knew of it
+    /// (a reboot while up empties the run dir, not the state dir). Nothing to do without a
+    /// backup; a resolv.conf that is no longer ours is kept and the stale backup dropped.
+    pub fn recover_backup(&self) -> Result<bool, String> {
+        let backup = self.backup();
+        if std::fs::symlink_metadata(&backup).is_err() {
+            return Ok(false);
+        }
+        super::resolv_conf::restore_file(&self.resolv_conf, &backup).map(|_| true)
     }
 }
 
@@ -151,8 +173,7 @@ pub fn apply(host: &mut Host, paths: &DnsPaths, tun: &str, servers: &[IpAddr]) -
         Manager::Resolved => apply_resolved(host, tun, servers),
         manager => {
             tracing::debug!(?manager, "resolv.conf is not managed by systemd-resolved");
-            let backup = host.run_dir().join(BACKUP_NAME);
-            apply_file(host, &paths.resolv_conf, &backup, servers)
+            apply_file(host, &paths.resolv_conf, &paths.backup(), servers)
         }
     }
 }
@@ -199,6 +220,7 @@ mod tests {
         let paths = DnsPaths {
             resolv_conf: root.join("etc/resolv.conf"),
             resolved_stub_dir: root.join("run/systemd/resolve"),
+            backup_dir: root.join("var/lib/smolmix-vpn"),
         };
         (root, paths)
     }

@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 
 use super::firewall::{self, KillSwitch};
 use super::journal::{self, Journal, JournalError, Undo};
+use super::mark::{self, FWMARK, SRC_VALID_MARK};
+use super::resolv_conf::BACKUP_NAME;
 use super::routes::{Cidr, RoutePlan, TableEntry, BACKSTOP_METRIC, RULE_PREF_BYPASS, RULE_PREF_TABLE, TABLE};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +107,7 @@ impl Host {
             undo[2] = "del".into();
             self.ip(&spec, &undo)?;
         }
-        for addr in &plan.bypass {
-            self.add_bypass(*addr)?;
-        }
+        self.install_transport_mark(plan.has_v4(), plan.has_v6())?;
         let pref = RULE_PREF_TABLE.to_string();
         for (flag, wanted) in [("-4", plan.has_v4()), ("-6", plan.has_v6())] {
             if wanted {
@@ -118,15 +118,39 @@ impl Host {
         Ok(())
     }
 
-    /// `to <addr> lookup main`, ahead of our table: the transport's own traffic stays outside.
+    /// The transport's packets (marked [`FWMARK`]) keep the physical link: the mark table, the
+    /// reverse-path sysctl, then `fwmark … lookup main` ahead of our table ([`mark`]).
+    fn install_transport_mark(&mut self, v4: bool, v6: bool) -> Result<(), HostError> {
+        let _ = run("nft", &mark::undo_args());
+        self.journal.record(&Undo::Nft { args: mark::undo_args() })?;
+        self.nft_script(&mark::script())?;
+        let path = mark::sysctl_path(SRC_VALID_MARK);
+        let spawn = |source| HostError::Spawn { cmd: format!("sysctl {SRC_VALID_MARK}"), source };
+        let old = fs::read_to_string(&path).map_err(spawn)?.trim().to_string();
+        if old != "1" {
+            self.journal.record(&Undo::Sysctl { key: SRC_VALID_MARK.into(), value: old })?;
+            fs::write(&path, "1").map_err(spawn)?;
+        }
+        let (mark, pref) = (format!("{FWMARK:#x}"), RULE_PREF_BYPASS.to_string());
+        for (flag, wanted) in [("-4", v4), ("-6", v6)] {
+            if wanted {
+                let rule = strings(&[flag, "rule", "add", "fwmark", &mark, "lookup", "main", "pref", &pref]);
+                self.ip(&rule, &del_rule(&rule))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `to <addr> lookup main`, ahead of our table: only the directory's addresses, while a new
+    /// mixnet client is built (its HTTP client's sockets are the SDK's, unmarked).
     fn add_bypass(&mut self, addr: IpAddr) -> Result<(), HostError> {
         let rule = bypass_rule(addr, "add");
         self.ip(&rule, &del_rule(&rule))
     }
 
-    /// Replaces the bypass rules for `old` peers by rules for `new` ones. New rules go in first
-    /// so the transport is never routed into its own tunnel in between. With the kill switch
-    /// installed its exempt sets follow, in the same order.
+    /// Replaces the destination exemptions for `old` addresses by ones for `new` addresses.
+    /// New rules go in first so nothing we need is routed into the tunnel in between. With the
+    /// kill switch installed its exempt sets follow, in the same order.
     pub fn sync_bypass(&mut self, old: &[IpAddr], new: &[IpAddr]) -> Result<(), HostError> {
         for a in new.iter().filter(|a| !old.contains(a)) {
             if self.kill_switch {
@@ -202,6 +226,12 @@ pub fn recover(run_dir: &Path) -> Vec<String> {
     let mut failures = Vec::new();
     let mut kept = Vec::new();
     for undo in undos.iter().rev() {
+        if let Err(why) = own_shape(undo) {
+            // Root replays this file: a line we would never have written is not run, and not
+            // kept either (the next `down` would refuse it again).
+            failures.push(format!("refusing a journal entry smolmix-vpn does not write ({why}): {undo:?}"));
+            continue;
+        }
         if let Err(e) = apply(undo) {
             if !is_already_gone(&e) {
                 failures.push(e);
@@ -240,7 +270,65 @@ fn apply(undo: &Undo) -> Result<(), String> {
         Undo::RestoreFile { path, backup } => super::resolv_conf::restore_file(path, backup).map(drop),
         Undo::Resolvectl { args } => run("resolvectl", args).map(drop).map_err(|e| e.to_string()),
         Undo::RemoveFile { path } => fs::remove_file(path).map_err(|e| format!("remove {}: {e}", path.display())),
+        Undo::Sysctl { key, value } => {
+            fs::write(mark::sysctl_path(key), value).map_err(|e| format!("sysctl {key}={value}: {e}"))
+        }
     }
+}
+
+/// Whether `undo` has a shape this program writes: delete-only `ip` commands on links,
+/// addresses, routes and rules; deleting our own nft tables; the resolver file and its backup
+/// in `run_dir`; `resolvectl revert`; one sysctl back to 0 or 1; a namespace by a plain name.
+fn own_shape(undo: &Undo) -> Result<(), &'static str> {
+    let plain = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) && !s.starts_with('-');
+    match undo {
+        Undo::Ip { args } => {
+            // Options first (`-n NS`, `-4`/`-6`, in either order), then the command.
+            let mut a: &[String] = args;
+            loop {
+                match a {
+                    [flag, rest @ ..] if flag == "-4" || flag == "-6" => a = rest,
+                    [flag, ns, rest @ ..] if flag == "-n" && plain(ns) => a = rest,
+                    _ => break,
+                }
+            }
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            match a.as_slice() {
+                ["link" | "addr" | "route" | "rule", "del", rest @ ..] if rest.iter().all(|s| plain(s)) => Ok(()),
+                // netns.rs: the TUN moved into a namespace is taken down again first.
+                ["link", "set", "dev", dev, "down"] if plain(dev) => Ok(()),
+                _ => Err("not an ip delete"),
+            }
+        }
+        Undo::Nft { args } if *args == firewall::undo_args() || *args == mark::undo_args() => Ok(()),
+        Undo::Nft { .. } => Err("not one of our nft tables"),
+        Undo::Resolvectl { args } => match args.as_slice() {
+            [verb, link] if verb == "revert" && plain(link) => Ok(()),
+            _ => Err("not resolvectl revert"),
+        },
+        Undo::Sysctl { key, value } if key == SRC_VALID_MARK && (value == "0" || value == "1") => Ok(()),
+        Undo::Sysctl { .. } => Err("not our sysctl"),
+        Undo::DeleteNetns { name } if plain(name) && !name.contains('/') => Ok(()),
+        Undo::DeleteNetns { .. } => Err("not a namespace name"),
+        Undo::RestoreFile { path, backup } if resolver_file(path) && is_backup(backup) => Ok(()),
+        Undo::RemoveFile { path } if resolver_file(path) => Ok(()),
+        Undo::RestoreFile { .. } | Undo::RemoveFile { .. } => Err("not the resolver file"),
+    }
+}
+
+/// The resolv.conf backup (dns.rs: in the state dir), by an absolute path.
+fn is_backup(path: &Path) -> bool {
+    path.is_absolute()
+        && !path.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        && path.file_name().and_then(|n| n.to_str()) == Some(BACKUP_NAME)
+}
+
+/// `resolv.conf`, or the staging file beside it (resolv_conf.rs), by an absolute path.
+fn resolver_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str());
+    path.is_absolute()
+        && !path.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        && matches!(name, Some("resolv.conf" | ".resolv.conf.smolmix-vpn.tmp"))
 }
 
 /// iproute2/nft/fs answers meaning "nothing to undo".
@@ -267,6 +355,52 @@ mod tests {
     fn undo_of_a_rule_mirrors_its_add() {
         let add = strings(&["-4", "rule", "add", "lookup", "29549", "pref", "5209"]);
         assert_eq!(del_rule(&add), strings(&["-4", "rule", "del", "lookup", "29549", "pref", "5209"]));
+    }
+
+    #[test]
+    fn only_our_own_undo_shapes_are_replayed() {
+        let run = Path::new("/run/smolmix-vpn");
+        let ip = |a: &[&str]| Undo::Ip { args: strings(a) };
+        let ours = [
+            ip(&["link", "del", "smx0"]),
+            ip(&["-6", "addr", "del", "fd00::2/128", "dev", "smx0"]),
+            ip(&["-n", "app", "link", "del", "smx0"]),
+            ip(&["-n", "app", "-6", "route", "del", "default", "dev", "smx0"]),
+            ip(&["-n", "app", "link", "set", "dev", "smx0", "down"]),
+            ip(&["-4", "rule", "del", "fwmark", "0x736d", "lookup", "main", "pref", "5208"]),
+            ip(&["-4", "route", "del", "unreachable", "0.0.0.0/0", "metric", "4096", "table", "29549"]),
+            Undo::Nft { args: firewall::undo_args() },
+            Undo::Nft { args: mark::undo_args() },
+            Undo::Resolvectl { args: strings(&["revert", "smx0"]) },
+            Undo::Sysctl { key: SRC_VALID_MARK.into(), value: "0".into() },
+            Undo::DeleteNetns { name: "app".into() },
+            Undo::RestoreFile { path: "/etc/resolv.conf".into(), backup: Path::new("/var/lib/smolmix-vpn").join(BACKUP_NAME) },
+            Undo::RemoveFile { path: "/etc/.resolv.conf.smolmix-vpn.tmp".into() },
+        ];
+        for u in &ours {
+            assert_eq!(own_shape(u), Ok(()), "{u:?}");
+        }
+        let foreign = [
+            ip(&["netns", "exec", "app", "sh", "-c", "id"]),
+            ip(&["-batch", "/tmp/x"]),
+            ip(&["link", "add", "x", "type", "dummy"]),
+            ip(&["-n", "app", "netns", "exec", "x", "sh"]),
+            ip(&["route", "del", "-force"]),
+            ip(&["-n", "app", "link", "set", "dev", "smx0", "netns", "1"]),
+            ip(&["-n", "-6", "link", "del", "x"]),
+            Undo::Nft { args: strings(&["flush", "ruleset"]) },
+            Undo::Resolvectl { args: strings(&["dns", "eth0", "9.9.9.9"]) },
+            Undo::Sysctl { key: "kernel.core_pattern".into(), value: "|/tmp/x".into() },
+            Undo::Sysctl { key: SRC_VALID_MARK.into(), value: "2".into() },
+            Undo::DeleteNetns { name: "../../etc".into() },
+            Undo::RestoreFile { path: "/etc/shadow".into(), backup: run.join(BACKUP_NAME) },
+            Undo::RestoreFile { path: "/etc/resolv.conf".into(), backup: "/tmp/evil".into() },
+            Undo::RemoveFile { path: "/etc/../etc/resolv.conf/../passwd".into() },
+            Undo::RemoveFile { path: "relative/resolv.conf".into() },
+        ];
+        for u in &foreign {
+            assert!(own_shape(u).is_err(), "{u:?}");
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum Undo {
     DeleteNetns { name: String },
     /// Run `resolvectl <args>` (`revert <link>`: forget the DNS settings of our TUN).
     Resolvectl { args: Vec<String> },
+    /// Write `value` back to the sysctl `key` (dotted, as `sysctl(8)` names it).
+    Sysctl { key: String, value: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,15 @@ pub enum JournalError {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Records written through this handle.
+    records: u32,
+}
+
+/// Fault injection for tests: `SMOLMIX_FAULT_ABORT_AT=N` aborts the process (SIGABRT, as a
+/// panic with `panic=abort` or an OOM kill would end it) right after the Nth record.
+fn fault_abort_at() -> Option<u32> {
+    static AT: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| std::env::var("SMOLMIX_FAULT_ABORT_AT").ok()?.parse().ok())
 }
 
 impl Journal {
@@ -63,7 +74,7 @@ impl Journal {
         let wrap = |source| JournalError::Write { path: path.clone(), source };
         fs::create_dir_all(run_dir).map_err(wrap)?;
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(wrap)?;
-        Ok(Journal { path, file })
+        Ok(Journal { path, file, records: 0 })
     }
 
     /// Appends `undo` and forces it to disk before returning, so the change that follows can
@@ -73,7 +84,14 @@ impl Journal {
         line.push(b'\n');
         let wrap = |source| JournalError::Write { path: self.path.clone(), source };
         self.file.write_all(&line).map_err(wrap)?;
-        self.file.sync_data().map_err(wrap)
+        self.file.sync_data().map_err(wrap)?;
+        self.records += 1;
+        if fault_abort_at() == Some(self.records) {
+            // A crash with this record on disk and its change not yet made (and every earlier
+            // change made): the reliability suite walks N over every step of `up`.
+            std::process::abort();
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

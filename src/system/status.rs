@@ -55,12 +55,15 @@ pub fn write(run_dir: &Path, status: &Status) -> io::Result<()> {
     fs::rename(tmp, path(run_dir))
 }
 
-/// The last status written, with `state` forced to `stopped` if its process is gone.
+/// The last status written. If its process is gone, `state` says what the host is left with:
+/// `blocked` while its journal remains (a crash or an error kept the host closed: `down`
+/// opens it), `stopped` otherwise.
 pub fn read(run_dir: &Path) -> Option<Status> {
     let bytes = fs::read(path(run_dir)).ok()?;
     let mut s: Status = serde_json::from_slice(&bytes).ok()?;
     if !super::lock::held(run_dir) {
-        s.state = "stopped".into();
+        let journal = super::journal::Journal::path_in(run_dir).exists();
+        s.state = if journal { "blocked" } else { "stopped" }.into();
     }
     Some(s)
 }

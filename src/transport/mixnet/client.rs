@@ -41,6 +41,11 @@ use crate::ipr::MessageKind;
 pub const RECV_QUEUE: usize = 4096;
 /// `disconnect` may wait 2 s for a remember-me message plus task shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest wait for the SDK to take one message. Its input channel fills when the gateway
+/// stalls; waiting longer would stall the driver's loop (timers, downlink, SIGTERM) with it.
+/// One second is several round trips of the local send pace and far beyond a healthy hand-off
+/// (microseconds); the message is then dropped and counted, as the UDP path drops.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Counters, for `status --json`.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -51,6 +56,8 @@ pub struct MixnetStats {
     pub bytes_out: u64,
     /// Messages the SDK refused (its input channel is closed: the client has stopped).
     pub send_errors: u64,
+    /// Messages dropped because the SDK did not take them within 1 s (a stalled gateway).
+    pub send_timeouts: u64,
     /// Downlink messages dropped because the receive queue was full.
     pub recv_queue_drops: u64,
     /// Downlink messages dropped because they did not fit the caller's buffer.
@@ -70,6 +77,7 @@ pub struct Counters {
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
     send_errors: AtomicU64,
+    send_timeouts: AtomicU64,
     recv_queue_drops: AtomicU64,
     oversize_drops: AtomicU64,
 }
@@ -82,6 +90,7 @@ impl Counters {
             messages_out: self.messages_out.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
+            send_timeouts: self.send_timeouts.load(Relaxed),
             recv_queue_drops: self.recv_queue_drops.load(Relaxed),
             oversize_drops: self.oversize_drops.load(Relaxed),
             reply_surbs_spare: u64::from(reply_surbs),
@@ -213,7 +222,7 @@ impl MixnetTransport {
         opts.validate()?;
         let recipient = parse_recipient(ipr)?;
         let hint = lookup_protocol(opts, recipient.gateway()).await?;
-        let gateway = Arc::new(GatewayWatch::default());
+        let gateway = Arc::new(GatewayWatch::with_mark(opts.socket_mark));
         let tracker = ShutdownTracker::default();
         let secs = opts.connect_timeout.as_secs();
         let client = match tokio::time::timeout(opts.connect_timeout, build(opts, &gateway, tracker.clone())).await {
@@ -224,7 +233,11 @@ impl MixnetTransport {
                 return Err(MixnetError::ConnectTimeout { secs });
             }
         };
-        // Learn the gateway's addresses before anyone installs routes.
+        if gateway.mark_failures() > 0 {
+            // Unmarked, its packets would enter the tunnel they carry once routes are in.
+            client.disconnect().await;
+            return Err(MixnetError::Mark);
+        }
         gateway.set_fd(client.gateway_connection().gateway_ws_fd);
         gateway.refresh(&client).await;
         tracing::info!(nym_address = %client.nym_address(), ipr = %recipient, ?hint, "connected to the Nym mixnet");
@@ -308,7 +321,13 @@ impl MixnetTransport {
     /// [`super::options::CONTROL_REPLY_SURBS`]).
     pub async fn send(&mut self, msg: &[u8], kind: MessageKind) {
         let surbs = surbs_for(kind, self.control_surbs, &mut self.supply, Instant::now());
-        match self.sender.send(input_message(self.ipr, msg, surbs)).await {
+        let sent = tokio::time::timeout(SEND_TIMEOUT, self.sender.send(input_message(self.ipr, msg, surbs))).await;
+        let Ok(sent) = sent else {
+            self.counters.send_timeouts.fetch_add(1, Relaxed);
+            tracing::debug!("the mixnet client did not take a message within {SEND_TIMEOUT:?}; dropped");
+            return;
+        };
+        match sent {
             Ok(()) => {
                 self.supply.sent(surbs);
                 if kind == MessageKind::Data {
@@ -341,7 +360,7 @@ impl MixnetTransport {
     }
 
     /// The entry gateway's address(es), to keep outside a full tunnel; see [`super::gateway`].
-    pub fn bypass_addrs(&self) -> Vec<IpAddr> {
+    pub fn peer_addrs(&self) -> Vec<IpAddr> {
         self.gateway.addrs()
     }
 
