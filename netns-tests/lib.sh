@@ -49,6 +49,8 @@ n() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # setup_topology PREFIX: creates the three namespaces and links, nothing else.
 setup_topology() {
 	c="$1-client" e="$1-exit" i="$1-inet"
+	# The persistent state (the resolv.conf backup) of every smolmix-vpn this suite starts.
+	export SMOLMIX_STATE_DIR="$TMP/state"
 	# Before the namespace exists: every `ip netns exec $c` must see its own resolv.conf.
 	mkdir -p "/etc/netns/$c"
 	printf 'nameserver 192.0.2.2\n' >"/etc/netns/$c/resolv.conf"
@@ -151,11 +153,13 @@ stop_client() {
 	return $rc
 }
 
-# Nothing of ours is left in ns $c: no TUN, no rules, no table, no kill switch, no journal.
+# Nothing of ours is left in ns $c: no TUN, no rules (our table's, the transport mark's), no
+# table, no kill switch or mark table, no journal.
 host_is_clean() {
 	! n "$c" ip link show smx0 2>/dev/null &&
-	! n "$c" ip rule show | grep -q 'lookup 29549' &&
-	! n "$c" ip -6 rule show | grep -q 'lookup 29549' &&
+	! n "$c" ip rule show | grep -Eq 'lookup 29549|fwmark 0x736d' &&
+	! n "$c" ip -6 rule show | grep -Eq 'lookup 29549|fwmark 0x736d' &&
+	! n "$c" nft list table inet smolmix_mark >/dev/null 2>&1 &&
 	[[ -z $(n "$c" ip route show table 29549 2>/dev/null) ]] &&
 	[[ -z $(n "$c" ip -6 route show table 29549 2>/dev/null) ]] &&
 	! n "$c" nft list table inet smolmix_killswitch >/dev/null 2>&1 &&
