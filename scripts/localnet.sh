@@ -224,7 +224,7 @@ find_nym_node() {
 	fi
 }
 
-# The recorded recipe (../shared/nym-localnet/BUILD.md). The workspace has no git dependencies,
+# The recorded recipe (docs/localnet.md §3). The workspace has no git dependencies,
 # so after `cargo fetch --locked` the build is offline, except one build script: utoipa-swagger-ui
 # downloads swagger-ui from GitHub unless SWAGGER_UI_DOWNLOAD_URL points at a local copy; the
 # same zip ships inside the crates.io crate utoipa-swagger-ui-vendored 0.1.2 (res/v5.17.14.zip).

@@ -1,12 +1,14 @@
 #!/bin/bash
-# The one test command: installs what is missing, builds, runs the unit and integration tests
-# (cargo's summary lines), then the privileged end-to-end suites in network namespaces.
+# The one test command: installs what is missing, checks that every docs/ citation points at a
+# heading, builds, runs the unit and integration tests (cargo's summary lines), then the
+# privileged end-to-end suites in network namespaces.
 #
 #   sudo scripts/test.sh            everything
 #   SKIP_NETNS=1 scripts/test.sh    only the unprivileged cargo tests
 set -e
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -eq 0 ]]; then scripts/deps.sh; fi
+scripts/check-refs.sh
 
 # One profile for everything: the netns suites need an optimised client to move 20 MB and
 # 50 connections quickly, and sharing the release build means nym-sdk compiles once.

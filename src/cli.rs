@@ -1,4 +1,4 @@
-//! The `smolmix-vpn` command line (DESIGN.md, "Fixed interfaces").
+//! The `smolmix-vpn` command line (its fixed interface: docs/design.md §3.1).
 //!
 //! Everything a user can get wrong is rejected here, by clap's value parsers or by
 //! [`UpArgs::validate`], before the first change to the host: a typo must never leave a
@@ -14,17 +14,18 @@ use crate::system::netns;
 use crate::system::routes::Cidr;
 use crate::transport::IprAddr;
 
-/// Default TUN name (DESIGN.md).
+/// Default TUN name (docs/design.md §3.1).
 pub const DEFAULT_TUN: &str = "smx0";
 /// Linux interface names are at most 15 bytes (IFNAMSIZ − 1).
 const IFNAMSIZ_MAX: usize = 15;
 /// IPv6 requires 1280 (RFC 8200 §5); below 576 IPv4 itself breaks (RFC 791).
 const MIN_MTU: u16 = crate::pipeline::IPV6_MIN_MTU;
-/// The IPR's bundles carry packets behind a u16 length prefix (ipr-protocol.md §2.1).
+/// The IPR's bundles carry packets behind a u16 length prefix (docs/ipr-protocol.md §2.1).
 const MAX_MTU: u16 = 65535;
 /// DNS servers when `--dns` is not given: Quad9 (no logging of client addresses, DNSSEC
 /// validating). They must be public: the IPR only forwards to global destinations
-/// (ipr-protocol.md §7), so a LAN or loopback resolver cannot be reached through the tunnel.
+/// (docs/ipr-protocol.md §5.2 step 5, §7 item 9), so a LAN or loopback resolver cannot be reached
+/// through the tunnel.
 pub const DEFAULT_DNS: [IpAddr; 3] = [
     IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9)),
     IpAddr::V4(Ipv4Addr::new(149, 112, 112, 112)),

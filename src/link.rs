@@ -23,7 +23,8 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    /// MTU the IPR uses when it does not report one (v9: `CLIENT_MTU_FALLBACK`, ipr §3.4).
+    /// MTU the IPR uses when it does not report one (v9: `CLIENT_MTU_FALLBACK`,
+    /// docs/ipr-protocol.md §3.4).
     pub const V9_MTU: u16 = 1420;
 
     pub fn mtu_or_default(&self) -> u16 {
@@ -70,7 +71,8 @@ pub enum ConnectError {
 }
 
 /// Session settings for `transport`: its connect timeouts, a keepalive well inside the IPR's
-/// 60 s inactivity limit (ipr §3.6), and a dead-exit verdict after 45 s of silence.
+/// 60 s inactivity limit (docs/ipr-protocol.md §3.6), and a dead-exit verdict after 45 s of
+/// silence.
 pub fn session_config(transport: &Transport, max_version: u8) -> SessionConfig {
     let (v10, v9) = transport.connect_timeouts();
     SessionConfig {

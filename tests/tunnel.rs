@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The exit's impairment model stands in for the mixnet (350 ms each way = the 0.7 s RTT of
-//! performance.md §1.4), so the TCP settings are exercised on the latency they were chosen for.
+//! docs/performance.md §1.4), so the TCP settings are exercised on the latency they were chosen
+//! for.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -259,7 +260,7 @@ async fn tcp_over_a_mixnet_like_round_trip() {
     tcp_echo(&tunnel, SocketAddr::new(IpAddr::V4(INET_V4), ECHO_PORT), 256 * 1024).await;
     let took = started.elapsed();
     // Handshake + a 256 KiB window each way + FINs: a handful of RTTs, not one MSS per RTT
-    // (which would be ~180 RTTs ≈ 2 minutes, performance.md §1.8).
+    // (which would be ~180 RTTs ≈ 2 minutes, docs/performance.md §1.8).
     eprintln!("256 KiB echo over a 0.7 s RTT: {took:?}");
     let bound = Duration::from_secs(if jitter_ms == 0 { 20 } else { 60 });
     assert!(took < bound, "256 KiB echo took {took:?}");

@@ -1,4 +1,4 @@
-//! IP allocation for connected clients, exactly as the IPR does it (ipr-protocol.md §3.3).
+//! IP allocation for connected clients, exactly as the IPR does it (docs/ipr-protocol.md §3.3).
 //!
 //! Contract:
 //! - A client gets one 16-bit suffix `x`, drawn uniformly from `[2, 65534]`, and with it the
@@ -66,7 +66,7 @@ impl IpAllocator {
     }
 }
 
-/// `x = 0x0307` → `10.0.3.7` / `fc00::307` (§3.3).
+/// `x = 0x0307` → `10.0.3.7` / `fc00::307` (docs/ipr-protocol.md §3.3).
 pub(crate) fn pair_from_suffix(x: u16) -> IpPair {
     let [hi, lo] = x.to_be_bytes();
     IpPair::new(

@@ -1,6 +1,6 @@
 //! Per-client downlink handler: the IPR's `ConnectedClientHandler` without the task.
 //!
-//! Contract (ipr-protocol.md §2.2, §2.4, §6.2 items 8–9):
+//! Contract (docs/ipr-protocol.md §2.2, §2.4, §6.2 items 8–9):
 //! - Packets from the TUN are bundled with the MultiIpPacketCodec encoder rules, target
 //!   1500 bytes: a lone packet with `len + 2 > 1500` into an empty buffer is emitted alone at
 //!   once; a packet that would overflow a non-empty buffer first emits the buffer and is then
@@ -38,7 +38,8 @@ pub struct Oversize(pub usize);
 pub(crate) struct Downlink {
     /// Stream id of the Connect frame; `None` for a v8 (bare) client.
     stream_id: Option<u64>,
-    /// Version byte of the Connect request, mirrored on every Data response (§1.8).
+    /// Version byte of the Connect request, mirrored on every Data response
+    /// (docs/ipr-protocol.md §1.8).
     version: u8,
     /// Next LP sequence number for a Data response; starts at 1.
     next_seq: u32,

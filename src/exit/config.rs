@@ -1,6 +1,6 @@
 //! Configuration of the IPR double and its validation.
 //!
-//! Contract: [`ExitConfig::default`] is the real IPR (ipr-protocol.md §3.4, §3.6, §2.4):
+//! Contract: [`ExitConfig::default`] is the real IPR (docs/ipr-protocol.md §3.4, §3.6, §2.4):
 //! MTU 1500, versions up to 10, 60 s inactivity checked every 10 s, 20 ms downlink flush, no
 //! non-global filter (the real one is on; tests use documentation ranges it would deny), a
 //! perfect link. Timers are configurable so tests can run in seconds.
@@ -10,14 +10,15 @@ use std::time::Duration;
 use super::impair::ImpairConfig;
 use super::wire;
 
-/// Smallest MTU accepted: the real v10 IPR ignores `NYM_MTU_SIZE` below 1280 (§3.4), which
-/// is also the IPv6 minimum link MTU the TUN needs.
+/// Smallest MTU accepted: the real v10 IPR ignores `NYM_MTU_SIZE` below 1280
+/// (docs/ipr-protocol.md §3.4), which is also the IPv6 minimum link MTU the TUN needs.
 pub const MIN_MTU: u16 = crate::pipeline::IPV6_MIN_MTU;
 
 /// Configuration of the double; [`Default`] matches the real IPR.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExitConfig {
-    /// MTU reported in a v10 connect success (the real v10 default TUN MTU is 1500, §3.4).
+    /// MTU reported in a v10 connect success (the real v10 default TUN MTU is 1500,
+    /// docs/ipr-protocol.md §3.4).
     pub mtu: u16,
     /// Reported in v10 connect replies instead of `mtu` when set, unchecked: an exit that
     /// lies about its MTU (the client must not trust it).
@@ -30,7 +31,7 @@ pub struct ExitConfig {
     pub sweep_interval: Duration,
     /// Flush period when the connect request says `buffer_timeout: None` (20 ms).
     pub flush_interval: Duration,
-    /// Apply the IPR's non-global destination filter (§5.2 step 5).
+    /// Apply the IPR's non-global destination filter (docs/ipr-protocol.md §5.2 step 5).
     pub deny_non_global: bool,
     /// Mixnet stand-in: delay, jitter, downlink loss and pacing.
     pub impair: ImpairConfig,
@@ -57,7 +58,7 @@ impl Default for ExitConfig {
 /// An [`ExitConfig`] the double cannot honour.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
-    /// Only 9 and 10 are meaningful ceilings (8 is always accepted, §1.3).
+    /// Only 9 and 10 are meaningful ceilings (8 is always accepted, docs/ipr-protocol.md §1.3).
     #[error("max version must be 9 or 10, got {0}")]
     MaxVersion(u8),
     /// Below [`MIN_MTU`].

@@ -11,9 +11,9 @@ use std::fmt;
 pub struct Counters {
     /// Transport messages received (before impairment and checks).
     pub rx_messages: u64,
-    /// LP frames with an unknown stream msg_type (§6.2 item 1).
+    /// LP frames with an unknown stream msg_type (docs/ipr-protocol.md §6.2 item 1).
     pub lp_bad_attributes: u64,
-    /// LP frames with an empty payload, i.e. stream Opens, ignored (§4.4).
+    /// LP frames with an empty payload, i.e. stream Opens, ignored (docs/ipr-protocol.md §4.4).
     pub lp_open_ignored: u64,
     /// Messages shorter than 2 bytes.
     pub too_short: u64,

@@ -1,11 +1,11 @@
-//! Request dispatch of the IPR double: §6.2 item 6 and the uplink path of §5.2.
+//! Request dispatch of the IPR double: docs/ipr-protocol.md §6.2 item 6, the uplink of §5.2.
 //!
-//! Contract: [`Server::process_message`] takes one transport message that has passed the
-//! impairment model, runs the `wire` checks (§6.2 items 1–5, silent on failure) and then:
-//! - Connect (§3.2): a known client's bare v8 re-connect gets `Success` with the same IPs and
-//!   changes nothing; any other connect drops the peer's old session (a "stream
-//!   reconnect"), allocates new random IPs and binds a new downlink to this frame's stream id
-//!   with seq restarting at 1; no free IP after 100 draws → `Failure(NoAvailableIp)`.
+//! Contract: [`Server::process_message`] takes one transport message that has passed the impairment
+//! model, runs the `wire` checks (docs/ipr-protocol.md §6.2 items 1–5, silent on failure) and then:
+//! - Connect (docs/ipr-protocol.md §3.2): a known client's bare v8 re-connect gets `Success` with
+//!   the same IPs and changes nothing; any other connect drops the peer's old session (a "stream
+//!   reconnect"), allocates new random IPs and binds a new downlink to this frame's stream id with
+//!   seq restarting at 1; no free IP after 100 draws → `Failure(NoAvailableIp)`.
 //! - Disconnect: `Success` and removal, or `Failure(ClientNotConnected)`.
 //! - Ping → Pong, Health → Health; neither refreshes activity.
 //! - Data: each bundled packet is parsed, attributed by **source IP**, refreshes that
@@ -103,7 +103,7 @@ impl Server {
         }
     }
 
-    /// §3.2: new client, v8 re-connect, or stream reconnect.
+    /// docs/ipr-protocol.md §3.2: new client, v8 re-connect, or stream reconnect.
     fn on_connect(
         &mut self,
         peer: SocketAddr,
@@ -161,7 +161,7 @@ impl Server {
         self.reply_connect(peer, env, version, request_id, Ok(ips), now);
     }
 
-    /// §5.2 for each packet of a Data request's bundle (§2.3 decoding).
+    /// docs/ipr-protocol.md §5.2 for each packet of a Data request's bundle (§2.3 decoding).
     fn on_data(
         &mut self,
         peer: SocketAddr,
@@ -205,8 +205,8 @@ impl Server {
             IpAddr::V4(ip) => self.by_v4.get(&ip),
             IpAddr::V6(ip) => self.by_v6.get(&ip),
         };
-        // Attribution by source IP, not by sender: the real IPR does not check that the
-        // packet came from the client owning the address (§5.2 step 2, §7 item 7).
+        // Attribution by source IP, not by sender: the real IPR does not check that the packet came
+        // from the client owning the address (docs/ipr-protocol.md §5.2 step 2, §7 item 7).
         let Some(client) = owner
             .copied()
             .and_then(|owner| self.clients.get_mut(&owner))

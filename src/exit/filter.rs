@@ -1,11 +1,11 @@
 //! Uplink packet checks: the IPR's `parse_packet` and its non-global destination filter.
 //!
-//! Contract (ipr-protocol.md §5.2 steps 1, 4, 5):
+//! Contract (docs/ipr-protocol.md §5.2 steps 1, 4, 5):
 //! - [`classify`] slices a client packet with etherparse. It needs an IPv4/IPv6 header and a
-//!   transport: TCP, UDP, ICMPv4, ICMPv6, or a protocol etherparse does not know (the real
-//!   server's etherparse 0.13 reported those as `TransportSlice::Unknown` and forwarded them).
-//!   A fragment has no transport slice and is refused, which is what the real server does
-//!   with client-side IPv4 fragments (§7 item 14). The destination port is the TCP/UDP port,
+//!   transport: TCP, UDP, ICMPv4, ICMPv6, or a protocol etherparse does not know (the real server's
+//!   etherparse 0.13 reported those as `TransportSlice::Unknown` and forwarded them). A fragment
+//!   has no transport slice and is refused, which is what the real server does with client-side
+//!   IPv4 fragments (docs/ipr-protocol.md §7 item 14). The destination port is the TCP/UDP port,
 //!   else 0.
 //! - [`is_global`] is the `!is_global_ip` filter of PR #6670 (`allow_local_ips = false`),
 //!   following the std `is_global` definition the IPR uses. The double applies it only with
@@ -20,7 +20,8 @@ use etherparse::{IpNumber, NetSlice, SlicedPacket, TransportSlice};
 /// What the server needs from a client packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Uplink {
-    /// Source address: the only thing that ties the packet to a client (§5.2 step 2).
+    /// Source address: the only thing that ties the packet to a client
+    /// (docs/ipr-protocol.md §5.2 step 2).
     pub(crate) src: IpAddr,
     /// Destination with the TCP/UDP port, or port 0 for everything else.
     pub(crate) dst: SocketAddr,
@@ -37,7 +38,7 @@ pub enum PacketError {
     NoTransport,
 }
 
-/// §5.2 steps 1 and 4 for one packet of a client bundle.
+/// docs/ipr-protocol.md §5.2 steps 1 and 4 for one packet of a client bundle.
 pub(crate) fn classify(packet: &[u8]) -> Result<Uplink, PacketError> {
     let sliced = SlicedPacket::from_ip(packet).map_err(|_| PacketError::Parse)?;
     let (src, dst, payload) = match &sliced.net {
@@ -116,7 +117,7 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
         || (s[..4] == [0x100, 0, 0, 0])                     // discard-only 100::/64
         || (in_2001_23 && !global_in_2001_23)
         || (s[0] == 0x2001 && s[1] == 0xdb8)                // documentation 2001:db8::/32
-        || s[0] == 0x2002                                   // 6to4 2002::/16 (listed in §5.2)
+        || s[0] == 0x2002                                   // 6to4 2002::/16 (listed in docs/ipr-protocol.md §5.2)
         || (s[0] & 0xfe00) == 0xfc00                        // unique local fc00::/7
         || (s[0] & 0xffc0) == 0xfe80                        // link-local fe80::/10
         ;

@@ -1,7 +1,7 @@
 //! Mixnet impairment model: delay, jitter, downlink loss and downlink rate pacing.
 //!
 //! This kernel has no netem, and the mixnet's timing is what makes the real IPR hard to use
-//! (ipr-protocol.md §6.4, §7 items 1–3), so the double can impose it itself.
+//! (docs/ipr-protocol.md §6.4, §7 items 1–3), so the double can impose it itself.
 //!
 //! Contract:
 //! - Each message independently gets a one-way delay drawn uniformly from
@@ -26,7 +26,8 @@ use rand::Rng;
 
 /// Upper bound on messages held by one queue.
 pub const MAX_QUEUED: usize = 8192;
-/// Upper bound on messages held for one peer (the brief's per-client downlink queue).
+/// Upper bound on messages held for one peer, so that one client's backlog cannot fill the
+/// whole queue (the real IPR's per-client channel is unbounded, docs/ipr-protocol.md §5.1).
 pub const MAX_QUEUED_PER_PEER: usize = 1024;
 /// Upper bound on bytes held by one queue: 8192 messages of up to 64 KiB would be 512 MiB.
 /// 32 MiB holds 1 s of a 256 Mbit/s link, longer than any delay the model is used with.

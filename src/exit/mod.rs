@@ -2,21 +2,24 @@
 //!
 //! The real IPR runs inside a nym-node exit gateway and is reached through the mixnet. This
 //! module reproduces it at the IPR/LP layer so that a v9/v10 client cannot tell the two
-//! apart by the bytes it exchanges (ipr-protocol.md §6). The binary
+//! apart by the bytes it exchanges (docs/ipr-protocol.md §6). The binary
 //! `src/bin/smolmix-exit.rs` is a thin tokio driver: one UDP datagram = one Nym message
 //! payload, the UDP source address stands in for the AnonymousSenderTag, and a real TUN
 //! (`nymtun0`, 10.0.0.1/16, fc00::1/112) is the exit's "internet" side.
 //!
 //! # Layout
 //! - [`server`]: [`Server`], the state machine: public API, routing, timers, outputs.
-//! - `dispatch`: what each request does (§3.2, §5.2, §6.2 item 6).
+//! - `dispatch`: what each request does (docs/ipr-protocol.md §3.2, §5.2, §6.2 item 6).
 //! - `config`: [`ExitConfig`] (defaults = the real IPR) and its validation.
-//! - `wire`: inbound checks and decoding (§6.2 items 1–5), response encoding with the
-//!   published `nym-ip-packet-requests` and `nym-lp-data` 1.21.6 types.
-//! - `client`: per-client downlink bundler and LP sequence numbering (§2.2, §6.2 items 8–9).
-//! - `alloc`: random IP allocation in 10.0.0.0/16 / fc00::/112 (§3.3).
-//! - `filter`: uplink packet parsing and the non-global destination filter (§5.2).
-//! - [`impair`]: delay, jitter, downlink loss and pacing, the mixnet stand-in (§6.4).
+//! - `wire`: inbound checks and decoding (docs/ipr-protocol.md §6.2 items 1–5), response encoding
+//!   with the published `nym-ip-packet-requests` and `nym-lp-data` 1.21.6 types.
+//! - `client`: per-client downlink bundler and LP sequence numbering
+//!   (docs/ipr-protocol.md §2.2, §6.2 items 8–9).
+//! - `alloc`: random IP allocation in 10.0.0.0/16 / fc00::/112 (docs/ipr-protocol.md §3.3).
+//! - `filter`: uplink packet parsing and the non-global destination filter
+//!   (docs/ipr-protocol.md §5.2).
+//! - [`impair`]: delay, jitter, downlink loss and pacing, the mixnet stand-in
+//!   (docs/ipr-protocol.md §6.4).
 //!
 //! # Faithful
 //! - Wire bytes: LP header, v8/v9/v10 request and response trees, bundle framing; requests
@@ -27,7 +30,7 @@
 //!   drops v10 like a pre-v10 node, so clients exercise their fallback.
 //! - Sessions: v8 re-connect keeps the IPs; LP re-connect gives new random IPs, a new
 //!   downlink bound to the new stream id, and restarts data seq at 1. Inline control replies
-//!   always use LP seq 0 (which SDK stream clients then drop, §7 item 1).
+//!   always use LP seq 0 (which SDK stream clients then drop, docs/ipr-protocol.md §7 item 1).
 //! - Uplink attribution by source IP, activity refreshed only by such packets (not by Ping),
 //!   silent removal after `idle_timeout` checked every `sweep_interval` (60 s / 10 s).
 //! - Downlink: bundling with target 1500, `buffer_timeout` flush timer reset on each bundle,

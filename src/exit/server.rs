@@ -13,16 +13,16 @@
 //! write into the TUN). The core never reads a clock and never does I/O.
 //!
 //! # Behaviour
-//! ipr-protocol.md §6.2 items 1–12: checks in the order of `wire::decode_request`; Connect
-//! as in §3.2 (a known client's v8 re-connect gets the same IPs and changes nothing; a known
-//! client's LP connect is a "stream reconnect": old session dropped, new random IPs, new
-//! downlink bound to the new stream id, seq restarting at 1); Disconnect; Ping → Pong and
-//! Health without refreshing activity; Data per packet (§5.2): parse, find the client by
-//! **source IP** (not by peer), refresh its activity, optional non-global filter answered by
-//! `Info(ExitPolicyFilterCheckFailed, Warn, request_id 0)`, else to the TUN. Inline replies
-//! use the request's version and LP seq 0; downlink Data uses the connect version and seq
-//! 1, 2, …. Every `sweep_interval` clients idle for more than `idle_timeout` are removed
-//! silently (no UnrequestedDisconnect, §3.6).
+//! docs/ipr-protocol.md §6.2 items 1–12: checks in the order of `wire::decode_request`; Connect as
+//! in docs/ipr-protocol.md §3.2 (a known client's v8 re-connect gets the same IPs and changes
+//! nothing; a known client's LP connect is a "stream reconnect": old session dropped, new random
+//! IPs, new downlink bound to the new stream id, seq restarting at 1); Disconnect; Ping → Pong and
+//! Health without refreshing activity; Data per packet (docs/ipr-protocol.md §5.2): parse, find the
+//! client by **source IP** (not by peer), refresh its activity, optional non-global filter answered
+//! by `Info(ExitPolicyFilterCheckFailed, Warn, request_id 0)`, else to the TUN. Inline replies use
+//! the request's version and LP seq 0; downlink Data uses the connect version and seq 1, 2, ….
+//! Every `sweep_interval` clients idle for more than `idle_timeout` are removed silently (no
+//! UnrequestedDisconnect, docs/ipr-protocol.md §3.6).
 //!
 //! # Bounds
 //! Clients are bounded by the 65 533-address pool; the transmit and TUN queues by
@@ -63,7 +63,7 @@ const BUFFER_CAPACITY: usize = 2048;
 pub(super) struct Client {
     /// Addresses allocated at connect.
     pub(super) ips: IpPair,
-    /// Last uplink packet attributed to this client by source IP (§3.6).
+    /// Last uplink packet attributed to this client by source IP (docs/ipr-protocol.md §3.6).
     pub(super) last_activity: Instant,
     /// Bundler and LP framing state of the downlink.
     pub(super) downlink: Downlink,
@@ -154,7 +154,8 @@ impl Server {
         }
     }
 
-    /// One packet read from the exit's TUN: route by destination IP to its client (§5.3).
+    /// One packet read from the exit's TUN: route by destination IP to its client
+    /// (docs/ipr-protocol.md §5.3).
     pub fn handle_tun_packet(&mut self, packet: &[u8], now: Instant) {
         self.counters.tun_rx += 1;
         let owner = match destination(packet) {
@@ -303,7 +304,7 @@ impl Server {
         self.scratch = due;
     }
 
-    /// §3.6: silent removal of clients idle for more than `idle_timeout`.
+    /// docs/ipr-protocol.md §3.6: silent removal of clients idle for more than `idle_timeout`.
     fn sweep(&mut self, now: Instant) {
         let idle = self.config.idle_timeout;
         let mut stale = std::mem::take(&mut self.scratch);

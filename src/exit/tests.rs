@@ -1,4 +1,4 @@
-//! Byte-level tests of the whole double: requests are byte literals (ipr-protocol.md §1.6),
+//! Byte-level tests of the whole double: requests are byte literals (docs/ipr-protocol.md §1.6),
 //! responses are checked byte by byte and, where useful, decoded with the published types.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,7 +15,7 @@ const MS: Duration = Duration::from_millis(1);
 const SID: u64 = 0x0011_2233_4455_6677;
 /// request_id 0x0102030405060708 as a bincode varint.
 const REQ_ID: [u8; 9] = [0xfd, 1, 2, 3, 4, 5, 6, 7, 8];
-/// 2024-01-01T12:59:59.5Z as time's non-human-readable serde tuple (§1.6).
+/// 2024-01-01T12:59:59.5Z as time's non-human-readable serde tuple (docs/ipr-protocol.md §1.6).
 const TIMESTAMP: [u8; 15] = [
     0xfb, 0x0f, 0xd0, 0x01, 0x0c, 0x3b, 0x3b, 0xfc, 0x1d, 0xcd, 0x65, 0x00, 0, 0, 0,
 ];
@@ -52,7 +52,7 @@ fn control(version: u8, tag: u8, extra: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The 29-byte connect request of §1.6 (`buffer_timeout: None`).
+/// The 29-byte connect request of docs/ipr-protocol.md §1.6 (`buffer_timeout: None`).
 fn connect(version: u8) -> Vec<u8> {
     control(version, 0x00, &[0x00])
 }
@@ -297,7 +297,7 @@ fn downlink_packets_leave_on_the_flush_tick_with_seq_1_then_2() {
     expected.extend_from_slice(&packet);
     assert_eq!(
         out[0].1, expected,
-        "§1.6: Data response with one 60-B packet is 65 B"
+        "docs/ipr-protocol.md §1.6: Data response with one 60-B packet is 65 B"
     );
 
     s.handle_tun_packet(&packet, t0 + 25 * MS);

@@ -1,7 +1,7 @@
 //! Inbound message classification and outbound response encoding, with the published types.
 //!
 //! Contract:
-//! - [`decode_request`] runs steps 1–5 of the ipr-protocol.md §6.2 checklist, in that order:
+//! - [`decode_request`] runs steps 1–5 of the docs/ipr-protocol.md §6.2 checklist, in that order:
 //!   LP detection (kind 3 and ≥ 16 bytes), empty LP payload ignored, `len ≥ 2`, service
 //!   provider byte `0x01`, version window, bincode decode of the v8 request tree (shared by
 //!   v8/v9/v10, trailing bytes rejected), then "LP ⇔ version ≥ 9". Every failure is a typed
@@ -10,9 +10,9 @@
 //!   seq BE, reserved 0`, built with `nym_lp_data`) and then the response serialized with the
 //!   published `nym_ip_packet_requests` response types, so the bytes are an independent check
 //!   of the client's hand-rolled codec, not a copy of it.
-//! - Only the v10 connect success differs from v8/v9 (`mtu: u16`, §1.5); every other v10
-//!   response type is a re-export of the v8 one, so non-connect responses are encoded with
-//!   the v8 tree and the request's version byte.
+//! - Only the v10 connect success differs from v8/v9 (`mtu: u16`, docs/ipr-protocol.md §1.5); every
+//!   other v10 response type is a re-export of the v8 one, so non-connect responses are encoded
+//!   with the v8 tree and the request's version byte.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nym_ip_packet_requests::v10::response as v10r;
@@ -24,20 +24,21 @@ use nym_lp_data::packet::frame::{
 };
 use serde::Serialize;
 
-/// Oldest version the newest IPR accepts (`MAX_NON_STREAM_VERSION`, §1.3).
+/// Oldest version the newest IPR accepts (`MAX_NON_STREAM_VERSION`, docs/ipr-protocol.md §1.3).
 pub(crate) const V8: u8 = 8;
 /// First version that must travel inside an LP SphinxStream frame.
 pub(crate) const V9: u8 = 9;
 /// v9 plus `mtu` in the connect success.
 pub(crate) const V10: u8 = 10;
-/// Second byte of every v8+ request: `ServiceProviderType::IpPacketRouter` (§1.3).
+/// Second byte of every v8+ request: `ServiceProviderType::IpPacketRouter`
+/// (docs/ipr-protocol.md §1.3).
 const SERVICE_PROVIDER_IPR: u8 = 0x01;
 /// `LpFrameKind::SphinxStream` as it appears on the wire (u16 little-endian).
 const LP_KIND_SPHINX_STREAM: u16 = 3;
 
-/// The bincode configuration of `nym_ip_packet_requests::make_bincode_serializer` (§1.2).
-/// `DefaultOptions` rejects trailing bytes, which is what makes v9 and v10 connect
-/// responses mutually undecodable.
+/// The bincode configuration of `nym_ip_packet_requests::make_bincode_serializer`
+/// (docs/ipr-protocol.md §1.2). `DefaultOptions` rejects trailing bytes, which is what makes v9 and
+/// v10 connect responses mutually undecodable.
 pub(crate) fn bincode_options() -> impl bincode::Options {
     use bincode::Options;
     bincode::DefaultOptions::new()
@@ -45,13 +46,15 @@ pub(crate) fn bincode_options() -> impl bincode::Options {
         .with_varint_encoding()
 }
 
-/// Why an inbound message produced no reply. All of these are silent on the real IPR (§3.5).
+/// Why an inbound message produced no reply. All of these are silent on the real IPR
+/// (docs/ipr-protocol.md §3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
     /// LP SphinxStream frame whose msg_type the HEAD server does not know (only Open/Data).
     #[error("LP frame with unknown stream msg_type")]
     LpAttributes,
-    /// LP frame with an empty payload: a stream Open. Ignored, no state (§4.4).
+    /// LP frame with an empty payload: a stream Open. Ignored, no state
+    /// (docs/ipr-protocol.md §4.4).
     #[error("LP frame with empty payload (stream open)")]
     EmptyLpPayload,
     /// Fewer than 2 bytes of IPR message (`EmptyPacket`).
@@ -76,7 +79,7 @@ pub enum Reject {
     },
 }
 
-/// A request that passed steps 1–5 of §6.2.
+/// A request that passed steps 1–5 of docs/ipr-protocol.md §6.2.
 #[derive(Debug)]
 pub(crate) struct Inbound {
     /// Stream id of the carrying LP frame; `None` for a bare (v8) message.
@@ -85,7 +88,8 @@ pub(crate) struct Inbound {
     pub(crate) request: IpPacketRequest,
 }
 
-/// Steps 1–5 of §6.2 for one transport message (one UDP datagram = one Nym message).
+/// Steps 1–5 of docs/ipr-protocol.md §6.2 for one transport message (one UDP datagram = one Nym
+/// message).
 pub(crate) fn decode_request(msg: &[u8], max_version: u8) -> Result<Inbound, Reject> {
     use bincode::Options;
 
@@ -108,7 +112,8 @@ pub(crate) fn decode_request(msg: &[u8], max_version: u8) -> Result<Inbound, Rej
     if !(V8..=max_version.min(V10)).contains(&version) {
         return Err(Reject::Version(version));
     }
-    // 4. Decode the v8 tree, which is the request tree of v9 and v10 too (§1.4).
+    // 4. Decode the v8 tree, which is the request tree of v9 and v10 too
+    //    (docs/ipr-protocol.md §1.4).
     let request: IpPacketRequest = bincode_options()
         .deserialize(body)
         .map_err(|_| Reject::Decode)?;
@@ -148,12 +153,13 @@ pub struct EncodeError(#[from] bincode::Error);
 pub(crate) struct Envelope {
     /// `None`: raw reply to a v8 (non-stream) client.
     pub(crate) stream_id: Option<u64>,
-    /// LP sequence number; 0 for inline control replies (§4.4).
+    /// LP sequence number; 0 for inline control replies (docs/ipr-protocol.md §4.4).
     pub(crate) seq: u32,
 }
 
 impl Envelope {
-    /// Inline control reply: same stream as the request, seq always 0 (§4.4, §6.2 item 7).
+    /// Inline control reply: same stream as the request, seq always 0
+    /// (docs/ipr-protocol.md §4.4, §6.2 item 7).
     pub(crate) fn control(stream_id: Option<u64>) -> Self {
         Self { stream_id, seq: 0 }
     }
@@ -239,10 +245,10 @@ pub(crate) fn encode_data(
     encode(dst, env, &response)
 }
 
-/// The Health reply body: 10 build-information strings and `routable: None`, as the real
-/// server sends (§1.5). `BinaryBuildInformationOwned` lives in `nym-bin-common`, which this
-/// crate does not depend on; the field is built through its serde impl from the 10 strings
-/// in declaration order, so the type is still the published one.
+/// The Health reply body: 10 build-information strings and `routable: None`, as the real server
+/// sends (docs/ipr-protocol.md §1.5). `BinaryBuildInformationOwned` lives in `nym-bin-common`,
+/// which this crate does not depend on; the field is built through its serde impl from the 10
+/// strings in declaration order, so the type is still the published one.
 pub(crate) fn health_reply() -> Result<v8r::HealthResponseReply, serde::de::value::Error> {
     use serde::de::value::SeqDeserializer;
     use serde::Deserialize;

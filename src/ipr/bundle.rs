@@ -1,4 +1,4 @@
-//! MultiIpPacketCodec framing: `([len u16 BE][IP packet])*` (ipr-protocol.md §2.1).
+//! MultiIpPacketCodec framing: `([len u16 BE][IP packet])*` (docs/ipr-protocol.md §2.1).
 //!
 //! Contract:
 //! - [`Bundler`] appends packets into a message buffer owned by the caller (reused from a free
@@ -6,23 +6,23 @@
 //!   reserved for the LP + IPR headers, written once the bundle is closed.
 //! - A bundle never exceeds [`BUNDLE_BUDGET`] unless it holds a single packet that is bigger on
 //!   its own; such a packet goes alone in its own message (unlike the server encoder, which
-//!   buffers it, §2.2, we close it at once: it cannot share anyway).
+//!   buffers it, docs/ipr-protocol.md §2.2, we close it at once: it cannot share anyway).
 //! - [`Unbundler`] iterates the packets of a received bundle as `&[u8]` slices of the message
 //!   (zero-copy). It stops at a truncated length prefix or packet and records that, like the
-//!   published decoder, which ignores an incomplete tail (§2.3). Zero-length entries are yielded
-//!   as empty slices, as the published decoder does; the session filters them.
+//!   published decoder, which ignores an incomplete tail (docs/ipr-protocol.md §2.3). Zero-length
+//!   entries are yielded as empty slices, as the published decoder does; the session filters them.
 
 use super::data::DATA_REQUEST_HEADER_TYPICAL;
 use super::lp::LP_HEADER_LEN;
 
 /// Largest serialized `NymMessage` that fits one regular Sphinx packet: fragment payload
 /// 1604 B minus the 1-byte padding marker, and then one more byte to stay strictly below
-/// (performance.md §1.2: "fits iff < 1604 B, i.e. NymMessage ≤ 1602 B").
+/// (docs/performance.md §1.2: "fits iff < 1604 B, i.e. NymMessage ≤ 1602 B").
 pub const MAX_NYM_MESSAGE_ONE_PACKET: usize = 1602;
 
 /// `NymMessage` bytes around our payload for an anonymous (Repliable) message with no reply
 /// SURBs: 1 B type tag + 16 B sender tag + 1 B content tag + 4 B SURB-block prefix
-/// (performance.md §5; cross-check: its "1500 B IP, v8, 0 SURBs" row is 1500+2+6+22 = 1530).
+/// (docs/performance.md §3.3; cross-check: its "1500 B IP, v8, 0 SURBs" row is 1500+2+6+22 = 1530).
 pub const REPLIABLE_OVERHEAD: usize = 22;
 
 /// Byte budget of one uplink bundle, length prefixes included: the largest bundle whose

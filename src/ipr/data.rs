@@ -1,7 +1,7 @@
 //! Hot-path IPR data messages, written and parsed by hand without allocation.
 //!
 //! The published types would cost a `Bytes` allocation and a bincode pass per message. The
-//! wire format is tiny and fixed (ipr-protocol.md §1.2, §1.4, §1.5), so this module writes the
+//! wire format is tiny and fixed (docs/ipr-protocol.md §1.2, §1.4, §1.5), so this module writes the
 //! header in front of a bundle that already sits in its final buffer, and slices the bundle out
 //! of a response in place. The tests prove both byte-identical to the published encoder/decoder.
 //!
@@ -12,12 +12,13 @@
 //!                                          0xFC + u32 BE, 0xFD + u64 BE
 //! ```
 //!
-//! Like bincode's `DefaultOptions` the parser rejects trailing bytes (§1.2) and, like bincode,
-//! it accepts non-minimal varints.
+//! Like bincode's `DefaultOptions` the parser rejects trailing bytes (docs/ipr-protocol.md §1.2)
+//! and, like bincode, it accepts non-minimal varints.
 
 use super::message::MessageError;
 
-/// `ServiceProviderType::IpPacketRouter` (second byte of every v8+ request, §1.3).
+/// `ServiceProviderType::IpPacketRouter` (second byte of every v8+ request,
+/// docs/ipr-protocol.md §1.3).
 pub const SERVICE_PROVIDER_IPR: u8 = 0x01;
 /// Enum tag of `IpPacketRequestData::Data` / `IpPacketResponseData::Data`.
 pub const TAG_DATA: u8 = 0x00;
@@ -151,7 +152,8 @@ mod tests {
 
     #[test]
     fn reference_header_examples() {
-        // §1.6: header of a data request carrying a 1500-B bundle, and of a 62-B bundle.
+        // docs/ipr-protocol.md §1.6: header of a data request carrying a 1500-B bundle, and of a
+        // 62-B bundle.
         let mut hdr = [0u8; DATA_REQUEST_HEADER_MAX];
         assert_eq!(write_data_request_header(10, 1500, &mut hdr), 6);
         assert_eq!(&hdr[2..], &[0x0a, 0x01, 0x00, 0xfb, 0x05, 0xdc]);
@@ -178,7 +180,7 @@ mod tests {
 
     #[test]
     fn hand_built_response_decodes_with_published_types() {
-        // The reference 65-B example of §1.6: one 60-B packet.
+        // The reference 65-B example of docs/ipr-protocol.md §1.6: one 60-B packet.
         let mut msg = vec![0x0a, 0x00, 0x3e, 0x00, 0x3c];
         msg.extend_from_slice(&[0x45; 60]);
         let decoded = v10::response::IpPacketResponse::from_bytes(&msg).unwrap();

@@ -3,24 +3,24 @@
 //! Contract:
 //! - [`build_echo_request`] writes an ICMPv4 echo request (valid IPv4 and ICMP checksums, via
 //!   smoltcp's wire types) from the allocated IPv4 to the IPR's own TUN address 10.0.0.1
-//!   (ipr-protocol.md §3.3) into a stack buffer. The IPR refreshes a client's activity for any
-//!   parsable data packet whose *source* is an allocated IP, before the exit-policy check, so
-//!   even the denied ping keeps the session alive; the denial comes back as an `Info` reply,
-//!   which doubles as proof that the exit is alive (§3.6, §5.2 steps 2–3, §7 #9).
+//!   (docs/ipr-protocol.md §3.3) into a stack buffer. The IPR refreshes a client's activity for any
+//!   parsable data packet whose *source* is an allocated IP, before the exit-policy check, so even
+//!   the denied ping keeps the session alive; the denial comes back as an `Info` reply, which
+//!   doubles as proof that the exit is alive (docs/ipr-protocol.md §3.6, §5.2 steps 2–3, §7 #9).
 //! - [`is_echo_reply`] recognises the reply to such a probe (an IPR with `allow_local_ips`, or
 //!   the local exit double, lets the ping through and 10.0.0.1 answers it) so that the session
 //!   can consume it instead of handing it to the pipeline. Checked parsing, no checksum work.
 //! - [`SeqTracker`] classifies downlink LP sequence numbers for statistics only. IP needs no
-//!   ordering and the IPR sends data without retransmission (§4.6), so waiting for a gap would
-//!   only stall the tunnel (the SDK's bug, §7 #2); the session never waits. The window is 64
-//!   sequence numbers, a fixed-size bitmap.
+//!   ordering and the IPR sends data without retransmission (docs/ipr-protocol.md §4.6), so waiting
+//!   for a gap would only stall the tunnel (the SDK's bug, docs/ipr-protocol.md §7 #2); the session
+//!   never waits. The window is 64 sequence numbers, a fixed-size bitmap.
 
 use std::net::Ipv4Addr;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr};
 
-/// The IPR's TUN address, the keepalive destination (§3.3, §3.6).
+/// The IPR's TUN address, the keepalive destination (docs/ipr-protocol.md §3.3, §3.6).
 pub const IPR_TUN_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
 /// Length of a keepalive probe: IPv4 header 20 + ICMP echo header 8, no payload.
@@ -99,13 +99,14 @@ pub struct SeqTracker {
 }
 
 impl SeqTracker {
-    /// Forget everything (a reconnect restarts the server's data seq at 1, §3.2).
+    /// Forget everything (a reconnect restarts the server's data seq at 1,
+    /// docs/ipr-protocol.md §3.2).
     pub fn reset(&mut self) {
         *self = SeqTracker::default();
     }
 
     /// Forget everything and expect `first` next: the IPR numbers a new client's data frames
-    /// from 1 (§4.4), so losses before the first arrival count as a gap too.
+    /// from 1 (docs/ipr-protocol.md §4.4), so losses before the first arrival count as a gap too.
     pub fn expect_from(&mut self, first: u32) {
         self.highest = Some(first.wrapping_sub(1));
         self.seen = 1;
@@ -125,7 +126,7 @@ impl SeqTracker {
             self.seen = if d >= WINDOW { 0 } else { self.seen << d };
             self.seen |= 1;
             self.highest = Some(seq);
-            // The server skips 0 when its counter wraps (§4.4): not a loss.
+            // The server skips 0 when its counter wraps (docs/ipr-protocol.md §4.4): not a loss.
             let skipped_zero = u32::from(seq < highest);
             match d - 1 - skipped_zero.min(d - 1) {
                 0 => SeqClass::InOrder,

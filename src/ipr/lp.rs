@@ -2,7 +2,7 @@
 //!
 //! Contract: [`LpHeader::encode`] / [`LpHeader::parse`] are byte-compatible with
 //! `nym_lp_data::packet::frame` 1.21.6 (`LpFrameHeader` + `SphinxStreamFrameAttributes`),
-//! allocate nothing and never panic on untrusted input (ipr-protocol.md §4.1):
+//! allocate nothing and never panic on untrusted input (docs/ipr-protocol.md §4.1):
 //!
 //! ```text
 //! offset 0  kind      u16 little-endian   3 = SphinxStream (0..2 are other LP kinds, not ours)
@@ -15,18 +15,18 @@
 //!
 //! Only `SphinxStream` frames are ours; every other first-two-bytes value means the message is
 //! not an LP stream frame at all (a bare v8 message, garbage, or a different LP kind), which the
-//! session counts and drops (§1.3: v9/v10 must be LP-framed).
+//! session counts and drops (docs/ipr-protocol.md §1.3: v9/v10 must be LP-framed).
 
 use thiserror::Error;
 
 /// Size of the LP frame header (`LpFrameHeader::SIZE`).
 pub const LP_HEADER_LEN: usize = 16;
 
-/// `LpFrameKind::SphinxStream` (ipr-protocol.md §4.1).
+/// `LpFrameKind::SphinxStream` (docs/ipr-protocol.md §4.1).
 pub const KIND_SPHINX_STREAM: u16 = 3;
 
-/// Message type of a `SphinxStream` frame. The IPR ignores it for non-empty payloads (§4.4);
-/// it replies with `Data` frames only.
+/// Message type of a `SphinxStream` frame. The IPR ignores it for non-empty payloads
+/// (docs/ipr-protocol.md §4.4); it replies with `Data` frames only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MsgType {
     /// Opens a stream; the SDK sends it with an empty payload, which the IPR ignores.
@@ -131,7 +131,7 @@ mod tests {
         LpFrame, LpFrameHeader, LpFrameKind, SphinxStreamFrameAttributes, SphinxStreamMsgType,
     };
 
-    /// ipr-protocol.md §1.6: Data frame, stream 0x0011223344556677, seq 5.
+    /// docs/ipr-protocol.md §1.6: Data frame, stream 0x0011223344556677, seq 5.
     const DATA_SEQ5: [u8; 16] = [
         0x03, 0x00, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x01, 0x00, 0x00, 0x00, 0x05,
         0x00,

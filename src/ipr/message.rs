@@ -1,17 +1,18 @@
 //! IPR control requests (encode) and IPR responses (decode), for protocol v9 and v10.
 //!
 //! Contract:
-//! - Control requests are built with the published `nym_ip_packet_requests` 1.21.6 types, so
-//!   their bytes follow the crate (ipr-protocol.md §1.4). Connect uses `v9::`/`v10::
+//! - Control requests are built with the published `nym_ip_packet_requests` 1.21.6 types, so their
+//!   bytes follow the crate (docs/ipr-protocol.md §1.4). Connect uses `v9::`/`v10::
 //!   new_connect_request(None)`; Disconnect and Ping only exist as v8 constructors, whose version
-//!   byte we overwrite (§1.4). `buffer_timeout` is always `None` (server default 20 ms): a
-//!   `Some(0)` would panic the IPR's listener task (§2.4), and any other value is a fingerprint.
-//!   The constructors draw a random `request_id` and stamp the wall clock; the IPR ignores the
-//!   timestamp in v8+ (§1.4), so this is the one clock read in the session and it is harmless.
-//! - [`decode_response`] selects the decoder by the version byte (§1.5: a v9 decoder rejects a
-//!   v10 connect response and vice versa), takes the allocation-free path of `data` for Data,
-//!   and the published bincode types for the rare control responses. Any input yields a value
-//!   or a [`MessageError`], never a panic.
+//!   byte we overwrite (docs/ipr-protocol.md §1.4). `buffer_timeout` is always `None` (server
+//!   default 20 ms): a `Some(0)` would panic the IPR's listener task (docs/ipr-protocol.md §2.4),
+//!   and any other value is a fingerprint. The constructors draw a random `request_id` and stamp
+//!   the wall clock; the IPR ignores the timestamp in v8+ (docs/ipr-protocol.md §1.4), so this is
+//!   the one clock read in the session and it is harmless.
+//! - [`decode_response`] selects the decoder by the version byte (docs/ipr-protocol.md §1.5: a v9
+//!   decoder rejects a v10 connect response and vice versa), takes the allocation-free path of
+//!   `data` for Data, and the published bincode types for the rare control responses. Any input
+//!   yields a value or a [`MessageError`], never a panic.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -60,7 +61,8 @@ fn finish(mut req: IpPacketRequest, id: u64, version: u8) -> Result<ControlReque
     })
 }
 
-/// Connect request (dynamic connect, §1.4) for `version` 10 or 9 (anything else: 9).
+/// Connect request (dynamic connect, docs/ipr-protocol.md §1.4) for `version` 10 or 9 (anything
+/// else: 9).
 pub fn encode_connect(version: u8) -> Result<ControlRequest, MessageError> {
     let (req, id) = if version == v10::VERSION {
         v10::new_connect_request(None)
@@ -71,19 +73,22 @@ pub fn encode_connect(version: u8) -> Result<ControlRequest, MessageError> {
     finish(req, id, v)
 }
 
-/// Disconnect request: frees the IPs at once instead of after 60–70 s of silence (§3.6).
+/// Disconnect request: frees the IPs at once instead of after 60–70 s of silence
+/// (docs/ipr-protocol.md §3.6).
 pub fn encode_disconnect(version: u8) -> Result<ControlRequest, MessageError> {
     let (req, id) = IpPacketRequest::new_disconnect_request();
     finish(req, id, version)
 }
 
-/// Ping request. Not used for keepalive: it does not refresh IPR activity (§3.6).
+/// Ping request. Not used for keepalive: it does not refresh IPR activity
+/// (docs/ipr-protocol.md §3.6).
 pub fn encode_ping(version: u8) -> Result<ControlRequest, MessageError> {
     let (req, id) = IpPacketRequest::new_ping();
     finish(req, id, version)
 }
 
-/// Why the IPR refused a connect (§1.5; the real IPR only ever sends `NoAvailableIp`).
+/// Why the IPR refused a connect (docs/ipr-protocol.md §1.5; the real IPR only ever sends
+/// `NoAvailableIp`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConnectDenial {
     #[error("IPR says the client is already connected")]
@@ -112,7 +117,8 @@ pub struct ConnectOk {
     pub mtu: Option<u16>,
 }
 
-/// Informational responses. `ExitPolicyDenied` is the only one the real IPR sends (§1.5, §3.5).
+/// Informational responses. `ExitPolicyDenied` is the only one the real IPR sends
+/// (docs/ipr-protocol.md §1.5, §3.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Info {
     /// A data packet to `dst` ("ip:port", port 0 for ICMP) was refused by the exit policy.
@@ -163,7 +169,7 @@ pub enum Response<'a> {
 }
 
 /// Decode one IPR response (the payload after the LP header). Versions other than 9 and 10
-/// are refused: v8 must not arrive inside LP (§1.3) and nothing else exists.
+/// are refused: v8 must not arrive inside LP (docs/ipr-protocol.md §1.3) and nothing else exists.
 pub fn decode_response(payload: &[u8]) -> Result<Response<'_>, MessageError> {
     let [version, tag, ..] = *payload else {
         return Err(MessageError::Truncated);
@@ -207,7 +213,7 @@ fn decode_control_v10(payload: &[u8]) -> Result<Response<'static>, MessageError>
                 ConnectResponseReply::Failure(f) => Err(f.into()),
             },
         },
-        // The remaining branches are the v8 types re-exported by v10 (§1.5).
+        // The remaining branches are the v8 types re-exported by v10 (docs/ipr-protocol.md §1.5).
         ControlResponse::Disconnect(d) => disconnect(version, d),
         ControlResponse::UnrequestedDisconnect(u) => unrequested(version, u),
         ControlResponse::Pong(p) => Response::Pong {
@@ -301,7 +307,8 @@ pub(crate) mod tests {
 
     pub(crate) const ID: [u8; 9] = [0xfd, 1, 2, 3, 4, 5, 6, 7, 8];
 
-    /// §1.6 v10 connect success 10.0.3.7 / fc00::307, mtu 1500 (36 B), for request id ID.
+    /// docs/ipr-protocol.md §1.6 v10 connect success 10.0.3.7 / fc00::307, mtu 1500 (36 B), for
+    /// request id ID.
     pub(crate) fn connect_ok_v10(id: u64) -> Vec<u8> {
         let mut m = vec![0x0a, 0x01, 0x00];
         m.push(0xfd);
@@ -312,7 +319,7 @@ pub(crate) mod tests {
         m
     }
 
-    /// §1.6 v9 connect success, same addresses (33 B).
+    /// docs/ipr-protocol.md §1.6 v9 connect success, same addresses (33 B).
     pub(crate) fn connect_ok_v9(id: u64) -> Vec<u8> {
         let mut m = connect_ok_v10(id);
         m[0] = 0x09;
@@ -340,8 +347,9 @@ pub(crate) mod tests {
             let Ctl::Connect(conn) = *ctl else {
                 panic!("not connect")
             };
-            assert_eq!(conn.buffer_timeout, None, "never Some(0), §2.4");
-            // §1.6 layout: ver spt Ctrl Connect id None, then the 15-B timestamp at most.
+            assert_eq!(conn.buffer_timeout, None, "never Some(0), docs/ipr-protocol.md §2.4");
+            // docs/ipr-protocol.md §1.6 layout: ver spt Ctrl Connect id None, then the 15-B
+            // timestamp at most.
             assert_eq!(&c.bytes[..4], &[v, 0x01, 0x01, 0x00]);
             let id_len = super::super::data::varint_len(c.request_id);
             assert_eq!(c.bytes[4 + id_len], 0x00, "buffer_timeout None");
@@ -385,7 +393,8 @@ pub(crate) mod tests {
         };
         assert_eq!(decode_response(&v9), Ok(expect));
 
-        // The version byte selects the tree (§1.5): swap the bytes and both fail.
+        // The version byte selects the tree (docs/ipr-protocol.md §1.5): swap the bytes and both
+        // fail.
         let mut v10_as_9 = v10.clone();
         v10_as_9[0] = 9;
         assert_eq!(decode_response(&v10_as_9), Err(MessageError::Decode));

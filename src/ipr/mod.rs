@@ -1,5 +1,5 @@
 //! Client side of the Nym IP Packet Router (IPR) protocol, v10 with v9 fallback, as a sans-IO
-//! state machine (ipr-protocol.md is the reference for every § cited here).
+//! state machine. The protocol facts it relies on are in docs/ipr-protocol.md, cited by section.
 //!
 //! # Contract
 //!
@@ -13,30 +13,35 @@
 //!
 //! # Quirks of the real IPR that the session tolerates, and why
 //!
-//! - **Control replies use LP seq 0** (§4.4, §7 #1). They are handled like any other frame:
-//!   the session never orders or deduplicates by seq, so Pong/Info/Disconnect replies and a
-//!   connect reply during the v9 fallback are not lost the way the SDK loses them.
-//! - **Downlink data is lossy and unordered** (`max_retransmissions(0)`, mixnet delays, §4.6).
-//!   Every packet that arrives is delivered at once; seq numbers only feed the dup/reorder/gap
-//!   counters ([`liveness::SeqTracker`]). Waiting for a gap is the SDK 1.21.6 stall (§7 #2).
-//! - **Silent version refusal** (§1.3, §3.5): an IPR without v10 drops the v10 Connect without
-//!   a word, so the session falls back to v9 on the same stream after `v10_timeout`.
-//! - **Stream reconnect reallocates** (§3.2): after the fallback a late v10 success is ignored;
-//!   the v9 Connect that follows it replaces that allocation.
-//! - **Data is stamped with the connect version** (§1.8) in both directions; downlink data of
-//!   another version belongs to a superseded allocation and is dropped (counted).
-//! - **Silent inactivity drop after 60–70 s, Ping does not count** (§3.6, §7 #4): the keepalive
-//!   is a real IP packet, an ICMP echo from the allocated IPv4 to 10.0.0.1. The IPR refreshes
-//!   activity before the exit-policy check, so the denial (§7 #9) still keeps us alive, and the
-//!   `Info` denial it sends back proves the exit alive. Echo replies to it (IPR with
-//!   `allow_local_ips`, or the local exit) are consumed by the session.
-//! - **Empty LP frames are ignored by the IPR** (§4.4): no Open frame is sent.
-//! - **`buffer_timeout: Some(0)` panics the IPR** (§2.4): the session always sends `None`.
-//! - **No UnrequestedDisconnect is ever sent** (§1.5): a dead or forgetful exit shows up only
-//!   as silence, hence [`Event::ExitUnresponsive`] after `dead_after` without any downlink
-//!   while we were sending (keepalives guarantee we send).
-//! - **Bare (non-LP) messages, other LP kinds, foreign stream ids** (§1.3, §4.1): dropped and
-//!   counted; a v9/v10 IPR never sends them to a stream client.
+//! - **Control replies use LP seq 0** (docs/ipr-protocol.md §4.4, §7 #1). They are handled like any
+//!   other frame: the session never orders or deduplicates by seq, so Pong/Info/Disconnect replies
+//!   and a connect reply during the v9 fallback are not lost the way the SDK loses them.
+//! - **Downlink data is lossy and unordered** (`max_retransmissions(0)`, mixnet delays,
+//!   docs/ipr-protocol.md §4.6). Every packet that arrives is delivered at once; seq numbers only
+//!   feed the dup/reorder/gap counters ([`liveness::SeqTracker`]). Waiting for a gap is the SDK
+//!   1.21.6 stall (docs/ipr-protocol.md §7 #2).
+//! - **Silent version refusal** (docs/ipr-protocol.md §1.3, §3.5): an IPR without v10 drops the v10
+//!   Connect without a word, so the session falls back to v9 on the same stream after
+//!   `v10_timeout`.
+//! - **Stream reconnect reallocates** (docs/ipr-protocol.md §3.2): after the fallback a late v10
+//!   success is ignored; the v9 Connect that follows it replaces that allocation.
+//! - **Data is stamped with the connect version** (docs/ipr-protocol.md §1.8) in both directions;
+//!   downlink data of another version belongs to a superseded allocation and is dropped (counted).
+//! - **Silent inactivity drop after 60–70 s, Ping does not count**
+//!   (docs/ipr-protocol.md §3.6, §7 #4): the keepalive is a real IP packet, an ICMP echo from the
+//!   allocated IPv4 to 10.0.0.1. The IPR refreshes activity before the exit-policy check, so the
+//!   denial (docs/ipr-protocol.md §7 #9) still keeps us alive, and the `Info` denial it sends back
+//!   proves the exit alive. Echo replies to it (IPR with `allow_local_ips`, or the local exit) are
+//!   consumed by the session.
+//! - **Empty LP frames are ignored by the IPR** (docs/ipr-protocol.md §4.4): no Open frame is sent.
+//! - **`buffer_timeout: Some(0)` panics the IPR** (docs/ipr-protocol.md §2.4): the session always
+//!   sends `None`.
+//! - **No UnrequestedDisconnect is ever sent** (docs/ipr-protocol.md §1.5): a dead or forgetful
+//!   exit shows up only as silence, hence [`Event::ExitUnresponsive`] after `dead_after` without
+//!   any downlink while we were sending (keepalives guarantee we send).
+//! - **Bare (non-LP) messages, other LP kinds, foreign stream ids**
+//!   (docs/ipr-protocol.md §1.3, §4.1): dropped and counted; a v9/v10 IPR never sends them to a
+//!   stream client.
 
 pub mod bundle;
 pub mod data;
@@ -61,7 +66,8 @@ pub enum SessionError {
     /// No matching connect reply: v10 (if tried) and then v9 timed out.
     #[error("the IPR did not answer the connect request")]
     Timeout,
-    /// The IPR answered with a failure (in practice only `NoAvailableIp`, §1.5).
+    /// The IPR answered with a failure (in practice only `NoAvailableIp`,
+    /// docs/ipr-protocol.md §1.5).
     #[error(transparent)]
     Denied(#[from] ConnectDenial),
     /// The IPR sent UnrequestedDisconnect while we were connecting (never seen in practice).

@@ -38,12 +38,12 @@ pub struct SessionConfig {
     pub stream_id: u64,
     /// 10: try v10 then fall back to v9. 9: v9 only. Other values are clamped to 9/10.
     pub max_version: u8,
-    /// How long to wait for the v10 connect reply (IpMixStream: 15 s, §3.5).
+    /// How long to wait for the v10 connect reply (IpMixStream: 15 s, docs/ipr-protocol.md §3.5).
     pub v10_timeout: Duration,
-    /// How long to wait for the v9 connect reply (IpMixStream: 60 s, §3.5).
+    /// How long to wait for the v9 connect reply (IpMixStream: 60 s, docs/ipr-protocol.md §3.5).
     pub v9_timeout: Duration,
     /// Send a keepalive after this much uplink (or downlink) silence; the IPR drops a client
-    /// 60–70 s after its last uplink data packet (§3.6).
+    /// 60–70 s after its last uplink data packet (docs/ipr-protocol.md §3.6).
     pub keepalive_idle: Duration,
     /// No downlink at all for this long while we keep sending → `ExitUnresponsive`.
     pub dead_after: Duration,
@@ -191,9 +191,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Queue the first Connect (v10, or v9 if `max_version` is 9). No LP Open frame is sent:
-    /// the IPR ignores empty-payload frames and keeps no stream state (§4.4), so an Open would
-    /// cost one whole mixnet message for nothing; the Connect frame binds the stream (§4.4).
+    /// Queue the first Connect (v10, or v9 if `max_version` is 9). No LP Open frame is sent: the
+    /// IPR ignores empty-payload frames and keeps no stream state (docs/ipr-protocol.md §4.4), so
+    /// an Open would cost one whole mixnet message for nothing; the Connect frame binds the stream
+    /// (docs/ipr-protocol.md §4.4).
     pub fn new(cfg: SessionConfig, now: Instant) -> Self {
         let first = if cfg.max_version >= 10 { 10 } else { 9 };
         let ring = TxRing::with_cap(cfg.tx_queue);
@@ -249,7 +250,7 @@ impl Session {
         self.link.map(|l| (l.ipv4, l.ipv6))
     }
 
-    /// The IPR's egress MTU (v10 only, §3.4).
+    /// The IPR's egress MTU (v10 only, docs/ipr-protocol.md §3.4).
     pub fn mtu(&self) -> Option<u16> {
         self.link.and_then(|l| l.mtu)
     }
@@ -456,7 +457,8 @@ impl Session {
     }
 
     fn next_tx_seq(&mut self) -> u32 {
-        // Like the SDK stream writer: 0, 1, 2, … wrapping; the IPR ignores it (§4.4).
+        // Like the SDK stream writer: 0, 1, 2, … wrapping; the IPR ignores it
+        // (docs/ipr-protocol.md §4.4).
         let s = self.tx_seq;
         self.tx_seq = self.tx_seq.wrapping_add(1);
         s
@@ -521,8 +523,9 @@ impl Session {
     }
 
     fn keepalive_due(&self) -> Instant {
-        // Due after `keepalive_idle` of uplink silence (IPR inactivity, §3.6) or of downlink
-        // silence (a probe whose answer proves liveness), but at most once per idle period.
+        // Due after `keepalive_idle` of uplink silence (IPR inactivity, docs/ipr-protocol.md §3.6)
+        // or of downlink silence (a probe whose answer proves liveness), but at most once per idle
+        // period.
         let quiet = self.last_uplink_ip.min(self.last_rx) + self.cfg.keepalive_idle;
         quiet.max(self.last_probe + self.cfg.keepalive_idle)
     }

@@ -18,10 +18,10 @@
 //!   remote addresses are never touched. TCP/UDP ports and ICMP echo ids are mapped through
 //!   bounded NAT tables (`nat`), so hosts behind the TUN (forwarded subnets, other namespaces)
 //!   share the allocated address. Other protocols get a 1:1 mapping for the TUN's own address.
-//! - The uplink only ever carries whole datagrams (the IPR drops fragments, ipr-protocol.md
-//!   §3.4): fragments are reassembled (`reassembly`), and an oversized whole packet is either
-//!   answered with an ICMP "too big" (IPv4 DF, IPv6) or forwarded whole (IPv4 without DF, the
-//!   exit fragments it).
+//! - The uplink only ever carries whole datagrams (the IPR drops fragments,
+//!   docs/ipr-protocol.md §3.4): fragments are reassembled (`reassembly`), and an oversized whole
+//!   packet is either answered with an ICMP "too big" (IPv4 DF, IPv6) or forwarded whole (IPv4
+//!   without DF, the exit fragments it).
 //! - The established-flow path rewrites in place and does not allocate; reassembly and generated
 //!   ICMP use one reusable scratch buffer.
 
@@ -64,7 +64,7 @@ pub struct Config {
     pub local_v4: Ipv4Addr,
     /// The TUN's own IPv6 address (stable across reconnects).
     pub local_v6: Ipv6Addr,
-    /// Tunnel MTU: the largest IP packet the exit takes whole (ipr-protocol.md §3.4).
+    /// Tunnel MTU: the largest IP packet the exit takes whole (docs/ipr-protocol.md §3.4).
     pub mtu: u16,
     pub limits: Limits,
 }

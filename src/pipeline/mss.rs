@@ -2,10 +2,10 @@
 //!
 //! Contract: [`clamp`] lowers the MSS option (kind 2, length 4, RFC 9293 §3.7.1) of a TCP
 //! segment to at most `max`, in place, and fixes the TCP checksum incrementally. It never raises
-//! an MSS and never adds a missing option (without one the peer assumes 536 / 1220, RFC 9293
-//! §3.7.1 and RFC 8200 §8.3, both below any tunnel MTU we accept).
+//! an MSS and never adds a missing option (without one the peer assumes 536 / 1220,
+//! RFC 9293 §3.7.1 and RFC 8200 §8.3, both below any tunnel MTU we accept).
 //!
-//! Why: the tunnel MTU (1500 by default for v10 exits, 1420 before, ipr-protocol.md §3.4) is
+//! Why: the tunnel MTU (1500 by default for v10 exits, 1420 before, docs/ipr-protocol.md §3.4) is
 //! often below the path MTU the endpoints would otherwise assume, and ICMP "too big" messages
 //! are unreliable through the exit's NAT. Clamping the SYN and SYN-ACK keeps every TCP segment
 //! within `mtu` in both directions: MSS = mtu − 40 (IPv4 20 + TCP 20) or mtu − 60 (IPv6 40 + TCP

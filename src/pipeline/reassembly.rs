@@ -7,7 +7,7 @@
 //! payload length fixed. The output is a normal packet that is parsed again by the caller.
 //!
 //! Why the pipeline reassembles at all: the IPR drops fragments it receives from clients
-//! (ipr-protocol.md §3.4 / issue 14), so the uplink must carry whole datagrams; downlink
+//! (docs/ipr-protocol.md §3.4, §7 item 14), so the uplink must carry whole datagrams; downlink
 //! fragments are reassembled too because reverse NAT needs the transport header, which only the
 //! first fragment carries.
 //!

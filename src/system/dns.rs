@@ -27,7 +27,7 @@
 //! older versions (< 240 has no default-route, and fails the call: we report that) explicit.
 //!
 //! Not here: the firewall that drops port 53 not sent into the tunnel (the kill switch's job,
-//! reliability.md §1.7) and the per-namespace resolv.conf of `exec` (issue 4, point 1).
+//! docs/reliability.md §1.7) and the per-namespace resolv.conf of `exec` (in exec.rs).
 
 use std::ffi::OsStr;
 use std::fs;

@@ -9,7 +9,8 @@
 //!    fresh `/sys` so `/sys/class/net` shows NAME's links, as `ip netns exec` does;
 //! 3. an empty tmpfs over each resolver socket directory that exists ([`MASKED_DIRS`]): glibc's
 //!    nscd client and nss-resolve connect to Unix sockets there, which are answered by daemons in
-//!    the host namespace and would resolve outside the tunnel (peers.md §12.2, firejail#7209);
+//!    the host namespace and would resolve outside the tunnel (docs/peers.md §12.2,
+//!    firejail#7209);
 //! 4. our resolv.conf (the tunnel's DNS servers only) bind-mounted, read-only, over whatever
 //!    `/etc/resolv.conf` finally points to (a symlink into a masked directory gets a file created
 //!    in our tmpfs first). The file is written on a tmpfs staged for an instant on [`STAGE_DIRS`]
@@ -29,10 +30,10 @@
 //!
 //! Who runs CMD ([`choose_user`]): `--user` if given (the only way to get root); else the sudo
 //! (or pkexec) caller; else the real uid if it is not root; else we refuse. Users of
-//! namespaced-openvpn and vopono run apps as themselves (peers.md §6–§7); a browser started as
+//! namespaced-openvpn and vopono run apps as themselves (docs/peers.md §6–§7); a browser started as
 //! root by accident writes root-owned files into a home directory and has no sandbox at all.
 //!
-//! Limits (as for every netns tool, peers.md §12.3): a program can still ask a process outside
+//! Limits (as for every netns tool, docs/peers.md §12.3): a program can still ask a process outside
 //! to connect for it over IPC, e.g. D-Bus to systemd-resolved's `org.freedesktop.resolve1`.
 
 use std::ffi::{CString, OsString};

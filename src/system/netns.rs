@@ -1,6 +1,6 @@
 //! Per-app mode: the network namespace that holds only `lo` and the TUN.
 //!
-//! The contract (issue 4, point 1):
+//! The contract:
 //!
 //! ```text
 //!  host namespace                          namespace NAME
@@ -13,16 +13,16 @@
 //!
 //! * [`ensure`] creates NAME if it is missing (journalling `DeleteNetns` first, and only then)
 //!   and brings `lo` up inside. An existing NAME is reused, never deleted by us: several `exec`
-//!   calls and a restarted `up` share it, as vopono's namespaces are shared (peers.md §6).
+//!   calls and a restarted `up` share it, as vopono's namespaces are shared (docs/peers.md §6).
 //! * [`move_link`] moves the TUN into NAME and configures it there with `ip -n NAME`, each
 //!   step journalled with an undo that also runs inside NAME. Moving a link drops its
-//!   addresses and sets it down (measured on 6.18, see `.notes/issue4-perapp.md`), so the
-//!   addresses that `tun::create` put on it in the host are set again inside.
+//!   addresses and sets it down (measured on Linux 6.18), so the addresses that `tun::create`
+//!   put on it in the host are set again inside.
 //! * The process, and so the transport's sockets, stays in the host namespace; only the link
 //!   moves. The TUN fd keeps working across the move (same experiment), as namespaced-openvpn
-//!   relies on (peers.md §7). No veth, no NAT, no host firewall rule: a process in NAME has no
-//!   interface but the TUN, so the only way out is the tunnel. That is the structural fix for
-//!   route injection and TunnelVision that peers.md §7 and §12.6 describe.
+//!   relies on (docs/peers.md §7). No veth, no NAT, no host firewall rule: a process in NAME has
+//!   no interface but the TUN, so the only way out is the tunnel. That is the structural fix for
+//!   route injection and TunnelVision that docs/peers.md §7 and §12.6 describe.
 //! * [`in_netns`] runs a closure on a short-lived thread that has joined NAME (`setns(2)` is
 //!   per thread for CLONE_NEWNET), e.g. to set a namespaced sysctl or to check DNS from inside.
 //!
@@ -79,7 +79,7 @@ pub enum Created {
 pub struct LinkAddrs {
     pub v4: Ipv4Addr,
     /// `None`: IPv6 is off or not allocated; `::/0` becomes `unreachable`, so applications in
-    /// the namespace get ENETUNREACH at once instead of a hang (issue 4, point 4).
+    /// the namespace get ENETUNREACH at once instead of a hang.
     pub v6: Option<Ipv6Addr>,
 }
 
@@ -146,7 +146,7 @@ pub fn ensure(host: &mut Host, name: &str) -> Result<Created, NetnsError> {
     if created == Created::New {
         // Unprivileged ping uses ICMP datagram sockets, allowed only for the groups in
         // ping_group_range, which is "1 0" (nobody) in a new namespace; vopono opens it too
-        // (peers.md §6). Namespaced sysctl: it dies with the namespace, no undo needed.
+        // (docs/peers.md §6). Namespaced sysctl: it dies with the namespace, no undo needed.
         in_netns(name, || std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647\n"))?
             .map_err(|source| NetnsError::Io { name: name.into(), what: "ping_group_range", source })?;
     }

@@ -14,7 +14,7 @@
 //! - [`restore_file`] (what `host::recover` runs for `RestoreFile`) puts the backup back only if
 //!   the file at the path is still ours or gone. A foreign edit made while we were up (an
 //!   administrator; NetworkManager in `file` mode) is kept and the stale backup removed
-//!   (reliability.md §5.2 C3; Tailscale's "owned by" gate). [`reassert_file`] lets the driver
+//!   (docs/reliability.md §5.2 C3; Tailscale's "owned by" gate). [`reassert_file`] lets the driver
 //!   rewrite ours while up, so a DHCP renewal cannot silently move DNS off the tunnel.
 //! - An existing backup is never overwritten: it may be the only copy of the user's file.
 //!

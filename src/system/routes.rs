@@ -14,8 +14,8 @@
 //! Why a table and a rule ahead of `main` rather than routes in `main` (wg-quick's
 //! `suppress_prefixlength 0` scheme): a more specific route that DHCP option 121 or another
 //! program pushes into `main` would win over a tunnel route there and pull traffic out of the
-//! tunnel ("TunnelVision", CVE-2024-3661, see reliability.md). Our table is looked up first, so
-//! only our own `throw` entries and the transport's mark send anything to `main`.
+//! tunnel ("TunnelVision", CVE-2024-3661, docs/reliability.md §1.7). Our table is looked up
+//! first, so only our own `throw` entries and the transport's mark send anything to `main`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

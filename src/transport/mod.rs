@@ -1,7 +1,7 @@
 //! Transports: the only I/O boundary towards the exit. A message in, a message out.
 //!
 //! A *message* is exactly one Nym message payload: the 16-byte LP frame header and one IPR
-//! message (ipr-protocol.md §1.1). Message boundaries are part of the protocol, so every
+//! message (docs/ipr-protocol.md §1.1). Message boundaries are part of the protocol, so every
 //! transport must preserve them.
 //!
 //! - [`udp`]: one UDP datagram per message, to a local `smolmix-exit`.
@@ -130,7 +130,7 @@ impl Transport {
         match self {
             // A local exit answers in milliseconds: report an absent one within 15 s.
             Transport::Udp(_) => (Duration::from_secs(5), Duration::from_secs(10)),
-            // IpMixStream's values (ipr-protocol.md §3.5): mixnet round trips take seconds.
+            // IpMixStream's values (docs/ipr-protocol.md §3.5): mixnet round trips take seconds.
             #[cfg(feature = "mixnet")]
             Transport::Mixnet(_) => (Duration::from_secs(15), Duration::from_secs(60)),
         }

@@ -22,7 +22,8 @@ use std::collections::VecDeque;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-/// Received packets handed to smoltcp per `Interface::poll` (issue 3: device burst 64).
+/// Received packets handed to smoltcp per `Interface::poll`; upstream smolmix hands it one at a
+/// time (docs/performance.md §1.8).
 pub(crate) const DEVICE_BURST: usize = 64;
 
 /// Packets waiting for the stack. 256 × 1500 B ≥ one full 256 KiB TCP window (180 segments of
@@ -121,7 +122,8 @@ pub(crate) struct QueueDevice {
 }
 
 impl QueueDevice {
-    /// `mtu` is the IP MTU of the allocation (v10 reports it; v9 means 1420, ipr §3.4).
+    /// `mtu` is the IP MTU of the allocation (v10 reports it; v9 means 1420,
+    /// docs/ipr-protocol.md §3.4).
     pub(crate) fn new(mtu: u16) -> Self {
         QueueDevice {
             rx: PacketQueue::new(RX_QUEUE_CAP),
@@ -208,10 +210,11 @@ impl phy::Device for QueueDevice {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
-        // smoltcp clamps every advertised TCP window to max_burst_size × MSS (performance.md
-        // §2.7; with smolmix's Some(1) that is one 1460 B segment per RTT, 2.1 KB/s at 690 ms,
-        // §1.8). The real limit of this device is the receive queue, which holds a whole
-        // 256 KiB window, so that is what it declares: the clamp (256 × MSS) never binds.
+        // smoltcp clamps every advertised TCP window to max_burst_size × MSS
+        // (docs/performance.md §2.7; with smolmix's Some(1) that is one 1460 B segment per RTT,
+        // 2.1 KB/s at 690 ms, docs/performance.md §1.8). The real limit of this device is the
+        // receive queue, which holds a whole 256 KiB window, so that is what it declares: the
+        // clamp (256 × MSS) never binds.
         caps.max_burst_size = Some(RX_QUEUE_CAP);
         // Packets from the exit are untrusted: verify every checksum, and compute ours.
         caps.checksum = ChecksumCapabilities::default();

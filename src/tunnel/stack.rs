@@ -16,13 +16,13 @@
 //!
 //! # TCP settings for a ~0.7 s round trip
 //!
-//! NymVPN models the mixnet RTT as 2 × (6 × 50 ms + 3 × 15 ms) = 690 ms (performance.md §1.4,
-//! summary #7). The settings below follow from that (each constant says why):
+//! NymVPN models the mixnet RTT as 2 × (6 × 50 ms + 3 × 15 ms) = 690 ms
+//! (docs/performance.md §1.4). The settings below follow from that (each constant says why):
 //! 256 KiB buffers, no Nagle, a 20 ms ACK delay, keep-alive and an idle timeout measured in
 //! tens of seconds. The RTO cannot be set in smoltcp 0.14: its estimator follows RFC 6298
 //! (initial 1 s, min 1 s, max 60 s) and learns from the first ACKed segment, so on the mixnet
-//! a SYN whose round trip exceeds 1 s is sent twice (the "RTT storm" of §1.8), which the peer
-//! answers with a duplicate SYN-ACK.
+//! a SYN whose round trip exceeds 1 s is sent twice (the "RTT storm" of
+//! docs/performance.md §1.8), which the peer answers with a duplicate SYN-ACK.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
@@ -43,21 +43,22 @@ use crate::link::Allocation;
 /// of (lazily committed) buffer.
 pub(crate) const MAX_SOCKETS: usize = 512;
 
-/// Per-direction TCP buffer (issue 3). At 690 ms RTT a window W moves W/RTT: 8 KiB (smolmix's
-/// tokio-smoltcp default) gives 11.9 KB/s, 256 KiB gives 380 KB/s (performance.md §1.8), above
-/// the default Poisson ceiling of ~0.6 Mbit/s (§1.5), so the window is never the bottleneck.
-/// smoltcp derives window scale 2 from it (§2.7).
+/// Per-direction TCP buffer. At 690 ms RTT a window W moves W/RTT: 8 KiB (smolmix's
+/// tokio-smoltcp default) gives 11.9 KB/s, 256 KiB gives 380 KB/s (docs/performance.md §1.8),
+/// above the default Poisson ceiling of ~0.6 Mbit/s (docs/performance.md §1.5), so the window is
+/// never the bottleneck. smoltcp derives window scale 2 from it (docs/performance.md §2.7).
 pub(crate) const TCP_BUFFER: usize = 256 * 1024;
 
-/// Delayed-ACK timer. smoltcp's default is 10 ms (§2.7); every ACK that leaves alone costs a
-/// mixnet message (≥ 1 Sphinx packet, §3.4), and the IPR itself holds packets 20 ms to bundle
-/// them (§3.1), so 20 ms more lets an ACK ride with the reply data at no visible cost next to a
-/// 690 ms RTT. smoltcp still ACKs every second full segment at once.
+/// Delayed-ACK timer. smoltcp's default is 10 ms (docs/performance.md §2.7); every ACK that
+/// leaves alone costs a mixnet message (≥ 1 Sphinx packet, docs/performance.md §3.4), and the IPR
+/// itself holds packets 20 ms to bundle them (docs/performance.md §3.1), so 20 ms more lets an
+/// ACK ride with the reply data at no visible cost next to a 690 ms RTT. smoltcp still ACKs
+/// every second full segment at once.
 pub(crate) const TCP_ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// Keep-alive probe after this much silence: finds a dead peer of an idle connection while
 /// costing one mixnet message a minute (the IPR session's own keepalive already keeps the
-/// allocation alive, ipr §3.6).
+/// allocation alive, docs/ipr-protocol.md §3.6).
 pub(crate) const TCP_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 /// A connection with unacknowledged data (or unanswered keep-alives) is aborted after this
@@ -68,8 +69,8 @@ pub(crate) const TCP_TIMEOUT: Duration = Duration::from_secs(120);
 const UDP_SLOTS: usize = 64;
 const UDP_BUFFER: usize = 64 * 1024;
 
-/// The IPR's own TUN addresses (ipr §6): the next hop of the default routes. With
-/// `Medium::Ip` there is no neighbour discovery, so the gateway only marks "routable".
+/// The IPR's own TUN addresses (docs/ipr-protocol.md §3.3): the next hop of the default routes.
+/// With `Medium::Ip` there is no neighbour discovery, so the gateway only marks "routable".
 const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 1);
 
@@ -227,7 +228,7 @@ impl Stack {
         );
         // Nagle holds a small write for a whole RTT while earlier data is unacknowledged:
         // 690 ms per request line or TLS record on the mixnet. The session bundles small
-        // segments into one message anyway (§3.1), so tinygrams cost little here.
+        // segments into one message anyway (docs/performance.md §3.3), so tinygrams cost little.
         sock.set_nagle_enabled(false);
         // No congestion control (smoltcp picks CUBIC when the feature is on): on the mixnet a
         // duplicate ACK means reordering far more often than loss (the mixnet reordered 414 of

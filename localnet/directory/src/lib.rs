@@ -3,7 +3,7 @@
 //!
 //! nym-node cannot start without a nym-api, and the real nym-api needs a blockchain; nym-sdk
 //! clients read the same directory to find gateways, mixnodes and IPR exits. This serves the
-//! endpoints both read (docs/localnet.md lists them), for a fixed set of nodes:
+//! endpoints both read (docs/localnet.md §2 lists them), for a fixed set of nodes:
 //!
 //! - [`nodes`]: the node specs from the command line, and the keys `nym-node node-details`
 //!   printed for each (re-read on every request: nodes exist before their keys do);

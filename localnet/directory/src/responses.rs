@@ -4,9 +4,9 @@
 //!
 //! The network is static: every node is always in the rewarded set with performance 100 %,
 //! and the epoch clock is chosen so that the sphinx-key rotation never advances while a test
-//! runs (a rotation would make the nodes' keys stop matching, localnet.md §2 of the
-//! references). Mixnodes sit on the layer they were given; the gateway is both the entry and
-//! the exit of every route, as in the one-gateway network of the test suite.
+//! runs (a rotation would make the nodes' keys stop matching, docs/localnet.md §2). Mixnodes sit
+//! on the layer they were given; the gateway is both the entry and the exit of every route, as in
+//! the one-gateway network of the test suite.
 
 #![allow(deprecated)] // HostKeysV1::x25519 is deprecated but still part of the wire format.
 
@@ -39,7 +39,7 @@ pub const EPOCH: Duration = Duration::from_secs(3600);
 /// Epochs per key rotation: about 11 years of one-hour epochs, so no rotation during a run.
 pub const VALIDITY_EPOCHS: u32 = 100_000;
 /// The epoch the clock starts at: the first epoch of rotation 1. An odd rotation id with the
-/// next rotation far away is what nym-node 1.31.0 accepts without complaint (localnet.md §2).
+/// next rotation far away is what nym-node 1.31.0 accepts without complaint (docs/localnet.md §2).
 pub const FIRST_EPOCH: u32 = VALIDITY_EPOCHS;
 /// Page size when the client does not ask for one (nym-api's own default).
 pub const DEFAULT_PER_PAGE: usize = 100;

@@ -2,7 +2,7 @@
 //!
 //! Contract: every input message is accounted for in exactly one `SessionStats` counter
 //! family and never panics; data packets come back as a zero-copy [`Packets`] iterator over the
-//! message itself. Sequence numbers are bookkept, never waited for (ipr-protocol.md §7 #2).
+//! message itself. Sequence numbers are bookkept, never waited for (docs/ipr-protocol.md §7 #2).
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -13,7 +13,8 @@ use crate::ipr::liveness::{is_echo_reply, SeqClass};
 use crate::ipr::lp::{LpError, LpHeader};
 use crate::ipr::message::{self, ConnectOk, Info, Response};
 
-/// What the IPR reports for a denied ICMP keepalive: "ip:port", port 0 for ICMP (§3.5, §5.2).
+/// What the IPR reports for a denied ICMP keepalive: "ip:port", port 0 for ICMP
+/// (docs/ipr-protocol.md §3.5, §5.2).
 const KEEPALIVE_DENIAL_DST: &str = "10.0.0.1:0";
 
 /// IP packets carried by one downlink message, borrowed from it. Empty entries and the
@@ -78,7 +79,8 @@ impl Session {
         }
         // Anything on our stream proves the exit and the return path alive.
         self.mark_rx(now);
-        // Seq 0 carries inline control replies (§4.4) and is not part of the data sequence.
+        // Seq 0 carries inline control replies (docs/ipr-protocol.md §4.4) and is not part of the
+        // data sequence.
         if hdr.seq != 0 {
             self.record_seq(hdr.seq);
         }
@@ -115,8 +117,8 @@ impl Session {
             self.stats.data_not_connected_in += 1;
             return Packets::none();
         };
-        // The IPR stamps data with the connect version (§1.8). Another version can only come
-        // from a handler of a superseded connect, addressed to IPs we do not hold.
+        // The IPR stamps data with the connect version (docs/ipr-protocol.md §1.8). Another version
+        // can only come from a handler of a superseded connect, addressed to IPs we do not hold.
         if version != link.version {
             self.stats.version_mismatch_in += 1;
             return Packets::none();
@@ -159,11 +161,12 @@ impl Session {
                     self.stale_control("connect", version, request_id);
                     return;
                 };
-                // Match on (version, request_id), §1.7. After a fallback the pending request
-                // is the v9 one, so a late v10 success is ignored on purpose: the IPR will
-                // process our v9 Connect after it, and on an LP stream a second Connect is a
-                // "stream reconnect" that frees the v10 IPs and allocates new ones (§3.2).
-                // Only the v9 reply carries the addresses that stay valid.
+                // Match on (version, request_id), docs/ipr-protocol.md §1.7. After a fallback the
+                // pending request is the v9 one, so a late v10 success is ignored on purpose: the
+                // IPR will process our v9 Connect after it, and on an LP stream a second Connect is
+                // a "stream reconnect" that frees the v10 IPs and allocates new ones
+                // (docs/ipr-protocol.md §3.2). Only the v9 reply carries the addresses that stay
+                // valid.
                 if (version, request_id) != (want_v, want_id) {
                     self.stale_control("connect", version, request_id);
                     return;
@@ -192,7 +195,8 @@ impl Session {
                 _ => self.stale_control("disconnect", version, request_id),
             },
             Response::UnrequestedDisconnect { reason, .. } => {
-                // Never sent by the real IPR (§1.5, §3.6), handled for completeness.
+                // Never sent by the real IPR (docs/ipr-protocol.md §1.5, §3.6), handled for
+                // completeness.
                 tracing::warn!(%reason, "IPR disconnected us");
                 let event = match self.phase {
                     Phase::Connecting { .. } => {

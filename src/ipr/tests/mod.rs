@@ -1,4 +1,4 @@
-//! Session tests: byte-literal IPR replies (ipr-protocol.md §1.6) against the state machine,
+//! Session tests: byte-literal IPR replies (docs/ipr-protocol.md §1.6) against the state machine,
 //! with requests checked by the published `nym-ip-packet-requests` decoders.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -40,7 +40,7 @@ fn events(s: &mut Session) -> Vec<Event> {
 }
 
 /// Split an outbound message into its LP header and the request, decoded by the published
-/// types with the IPR's own bincode options (§1.2).
+/// types with the IPR's own bincode options (docs/ipr-protocol.md §1.2).
 fn request(msg: &[u8]) -> (LpHeader, IpPacketRequest) {
     let (h, payload) = LpHeader::parse(msg).unwrap();
     let o = bincode::DefaultOptions::new()
@@ -119,7 +119,7 @@ fn first_message_is_a_v10_connect_without_open_frame() {
     let t0 = Instant::now();
     let mut s = Session::new(cfg(), t0);
     let tx = drain(&mut s);
-    assert_eq!(tx.len(), 1, "connect only, no LP Open (§4.4)");
+    assert_eq!(tx.len(), 1, "connect only, no LP Open (docs/ipr-protocol.md §4.4)");
     let (h, _) = request(&tx[0]);
     assert_eq!(
         h,
@@ -221,7 +221,8 @@ fn late_v10_reply_after_fallback_is_ignored() {
     let (_, id10) = connect_id(&drain(&mut s)[0]);
     s.handle_timeout(t0 + secs(15));
     let (_, id9) = connect_id(&drain(&mut s)[0]);
-    // The late v10 success (seq 0) arrives first: the v9 connect will reallocate (§3.2).
+    // The late v10 success (seq 0) arrives first: the v9 connect will reallocate
+    // (docs/ipr-protocol.md §3.2).
     s.handle_message(&frame(0, &connect_ok_v10(id10)), t0 + secs(16));
     assert!(events(&mut s).is_empty() && !s.is_connected());
     assert_eq!(s.stats().stale_control_in, 1);

@@ -60,7 +60,7 @@ fn downlink_data_from_published_encoder_is_delivered() {
 fn lost_duplicated_reordered_downlink_delivers_everything_at_once() {
     let t0 = Instant::now();
     let mut s = connected(t0);
-    // Data seq starts at 1 (§4.4): 2 and 4 lost, 5 duplicated, 1 late.
+    // Data seq starts at 1 (docs/ipr-protocol.md §4.4): 2 and 4 lost, 5 duplicated, 1 late.
     for seq in [3u32, 5, 5, 6, 1, 7] {
         let pkt = [seq as u8; 40];
         let msg = frame(seq, &data_response(10, &[&pkt]));

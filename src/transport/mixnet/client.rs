@@ -4,7 +4,7 @@
 //! `InputMessage::new_anonymous(ipr, bytes, reply_surbs, TransmissionLane::General, None)` and
 //! hands it to the client's input channel (a clone from `split_sender`). The SDK API takes an
 //! owned `Vec`, so this is the one copy per message on this side. Retransmission is the SDK
-//! default (unlimited, ack-driven, ipr-protocol.md §4.6): uplink is reliable but may be late.
+//! default (unlimited, ack-driven, docs/ipr-protocol.md §4.6): uplink is reliable but may be late.
 //!
 //! Downlink: a task owns the client and moves each `ReconstructedMessage.message` (already an
 //! owned `Vec`, no copy) into a bounded queue of [`RECV_QUEUE`] messages; full → drop + count.
@@ -37,7 +37,7 @@ use super::{error_chain, parse_recipient, MixnetClient, MixnetError, MixnetOptio
 use crate::ipr::MessageKind;
 
 /// Downlink messages buffered between the client and the driver: ~1 s of a saturated
-/// downlink at 4 000 messages/s, far beyond what SURB supply allows (performance.md §1.6).
+/// downlink at 4 000 messages/s, far beyond what SURB supply allows (docs/performance.md §1.6).
 pub const RECV_QUEUE: usize = 4096;
 /// `disconnect` may wait 2 s for a remember-me message plus task shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

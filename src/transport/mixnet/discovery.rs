@@ -1,4 +1,4 @@
-//! IPR exits from the Nym directory (issue 3 point 3; ipr-protocol.md §3.1).
+//! IPR exits from the Nym directory, picked as the SDK picks them (docs/ipr-protocol.md §3.1).
 //!
 //! The directory calls are nym-sdk 1.21.6's own (`ip_packet_client::discovery`):
 //! `retrieve_exit_nodes_with_performance` asks nym-api (paged, `?page=N`) for

@@ -2,22 +2,22 @@
 //! `MixnetClient` in **message mode**. The only module in the crate that imports `nym_sdk`.
 //!
 //! Contract (shared with [`super::udp`]): [`MixnetTransport::send`] takes the exact bytes the
-//! session produced (16-byte LP header + IPR message, ipr-protocol.md §1.1) and sends them as
+//! session produced (16-byte LP header + IPR message, docs/ipr-protocol.md §1.1) and sends them as
 //! one anonymous message with `reply_surbs` SURBs; [`MixnetTransport::recv`] hands up the bytes
 //! of one reconstructed message, unchanged. No `open_stream`, no `IpMixStream`: the SDK stream's
 //! reorder buffer stalls on one lost downlink frame and drops seq-0 control replies
-//! (ipr-protocol.md §7 items 1–3); the session does its own LP framing and tolerates loss.
+//! (docs/ipr-protocol.md §7 items 1–3); the session does its own LP framing and tolerates loss.
 //!
 //! - [`options`]: [`MixnetOptions`] and how each one maps onto the SDK's `DebugConfig` and
-//!   network details (performance.md §1.3–1.4, nym-vpn-client.md §7).
+//!   network details (docs/performance.md §1.3–1.4, docs/nym-vpn-client.md §7).
 //! - [`discovery`]: the IPR exits of the Nym directory (nym-api), ranked; weighted best pick.
 //! - [`client`]: [`MixnetTransport`], its receive task and bounded queue, counters.
 //! - [`gateway`]: which IP addresses the client's entry-gateway connection uses, so that a
-//!   full tunnel keeps them outside itself (issue 3 point 4).
+//!   full tunnel keeps them outside itself.
 //!
 //! Failure without internet is fast and names the directory: every directory call is wrapped in
 //! `tokio::time::timeout(directory_timeout)` because the SDK's own HTTP timeouts are long and its
-//! client start-up waits for topology (issue 3 point 5).
+//! client start-up waits for topology: offline, `up` and `exits` must fail within 15 s.
 
 pub mod client;
 pub mod discovery;

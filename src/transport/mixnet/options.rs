@@ -2,11 +2,12 @@
 //!
 //! - `traffic`: [`TrafficProfile::Default`] leaves the SDK's `DebugConfig` untouched.
 //!   [`TrafficProfile::Fast`] applies upstream's named high-traffic profile
-//!   (`Config::set_high_default_traffic_volume` in nym-client-core-config-types; performance.md
-//!   §1.4), field by field because that method lives on a config type the SDK does not expose:
+//!   (`Config::set_high_default_traffic_volume` in nym-client-core-config-types;
+//!   docs/performance.md §1.4), field by field because that method lives on a config type the SDK
+//!   does not expose:
 //!   - `traffic.message_sending_average_delay` 20 ms → 4 ms: the Poisson main stream ticks at
 //!     250/s instead of 50/s, so the uplink cap rises from ~75 KB/s to ~375 KB/s of IPR
-//!     payload (nym-vpn-client.md §7), at the price of more cover packets when idle;
+//!     payload (docs/nym-vpn-client.md §7), at the price of more cover packets when idle;
 //!   - `traffic.average_packet_delay` 15 ms → 10 ms per mix hop (RTT ≈ 6 hops × delay, so
 //!     ~30 ms less round trip; NymVPN's tuning allows 0–200 ms);
 //!   - `cover_traffic.loop_cover_traffic_average_delay` 200 ms → 2 000 s: loop cover drops
