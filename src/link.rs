@@ -47,7 +47,10 @@ impl Allocation {
     /// of the range [`Allocation::tunnel_mtu`] keeps to.
     pub fn new(ipv4: Ipv4Addr, ipv6: Ipv6Addr, mtu: Option<u16>, version: u8) -> Allocation {
         if let Some(m) = mtu.filter(|m| !(MIN_MTU_V6..=MAX_EXIT_MTU).contains(m)) {
-            tracing::warn!(announced = m, "the exit announced an MTU outside {MIN_MTU_V6}..={MAX_EXIT_MTU}; the tunnel clamps it");
+            tracing::warn!(
+                announced = m,
+                "the exit announced an MTU outside {MIN_MTU_V6}..={MAX_EXIT_MTU}; the tunnel clamps it"
+            );
         }
         Allocation { ipv4, ipv6, mtu, version }
     }

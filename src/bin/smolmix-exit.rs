@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use smolmix::exit::{
-    ExitConfig, ImpairConfig, Server, TUN_IPV4, TUN_IPV4_PREFIX, TUN_IPV6, TUN_IPV6_PREFIX,
-};
+use smolmix::exit::{ExitConfig, ImpairConfig, Server, TUN_IPV4, TUN_IPV4_PREFIX, TUN_IPV6, TUN_IPV6_PREFIX};
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tun_rs::{AsyncDevice, DeviceBuilder};
@@ -85,17 +83,12 @@ struct Cli {
 
 fn parse_probability(s: &str) -> Result<f64, String> {
     let p: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    (0.0..=1.0)
-        .contains(&p)
-        .then_some(p)
-        .ok_or_else(|| "must be within [0, 1]".into())
+    (0.0..=1.0).contains(&p).then_some(p).ok_or_else(|| "must be within [0, 1]".into())
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    (r > 0.0 && r.is_finite())
-        .then_some(r)
-        .ok_or_else(|| "must be a positive number".into())
+    (r > 0.0 && r.is_finite()).then_some(r).ok_or_else(|| "must be a positive number".into())
 }
 
 impl Cli {
@@ -129,10 +122,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("smolmix-exit: cannot start the runtime: {e}");
@@ -155,8 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .next()
         .with_context(|| format!("--listen {} resolves to nothing", cli.listen))?;
     let seed = cli.seed.unwrap_or_else(rand::random);
-    let mut server =
-        Server::new(cli.config(seed), Instant::now()).context("invalid configuration")?;
+    let mut server = Server::new(cli.config(seed), Instant::now()).context("invalid configuration")?;
 
     let tun = DeviceBuilder::new()
         .name(&cli.tun)
@@ -165,22 +154,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .ipv6(TUN_IPV6, TUN_IPV6_PREFIX)
         .build_async()
         .with_context(|| format!("cannot create TUN {} (needs CAP_NET_ADMIN)", cli.tun))?;
-    let socket = UdpSocket::bind(listen)
-        .await
-        .with_context(|| format!("cannot bind UDP {listen}"))?;
+    let socket = UdpSocket::bind(listen).await.with_context(|| format!("cannot bind UDP {listen}"))?;
     enlarge_buffers(&socket);
-    let local = socket
-        .local_addr()
-        .context("cannot read the bound address")?;
+    let local = socket.local_addr().context("cannot read the bound address")?;
 
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
 
     tracing::info!(%local, tun = %cli.tun, mtu = cli.mtu, max_version = cli.max_version, seed, "exit ready");
     println!("listening on {local}");
-    std::io::stdout()
-        .flush()
-        .context("cannot write to stdout")?;
+    std::io::stdout().flush().context("cannot write to stdout")?;
 
     let mut udp_buf = vec![0u8; BUFFER_SIZE];
     let mut tun_buf = vec![0u8; BUFFER_SIZE];
@@ -213,19 +196,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Feeds the datagram that woke us and up to `BATCH - 1` more that are already queued.
-fn on_datagrams(
-    server: &mut Server,
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    first: std::io::Result<(usize, SocketAddr)>,
-) {
+fn on_datagrams(server: &mut Server, socket: &UdpSocket, buf: &mut [u8], first: std::io::Result<(usize, SocketAddr)>) {
     let now = Instant::now();
     let mut received = first;
     for _ in 0..BATCH {
         match received {
-            Ok((len, peer)) => {
-                server.handle_datagram(peer, buf.get(..len).unwrap_or_default(), now)
-            }
+            Ok((len, peer)) => server.handle_datagram(peer, buf.get(..len).unwrap_or_default(), now),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             Err(e) => {
                 tracing::warn!(error = %e, "UDP receive failed");
@@ -237,12 +213,7 @@ fn on_datagrams(
 }
 
 /// Feeds the TUN packet that woke us and up to `BATCH - 1` more that are already queued.
-fn on_tun_packets(
-    server: &mut Server,
-    tun: &AsyncDevice,
-    buf: &mut [u8],
-    first: std::io::Result<usize>,
-) {
+fn on_tun_packets(server: &mut Server, tun: &AsyncDevice, buf: &mut [u8], first: std::io::Result<usize>) {
     let now = Instant::now();
     let mut read = first;
     for _ in 0..BATCH {

@@ -141,17 +141,15 @@ fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
     // Fail closed if someone gave the namespace another way out since `up` checked it.
     let others = system::netns::foreign_links(&ns, &st.tun).context("cannot list the namespace's interfaces")?;
     if !others.is_empty() {
-        bail!("namespace {ns} has interfaces besides the tunnel ({}): refusing to run programs there", others.join(", "));
+        bail!(
+            "namespace {ns} has interfaces besides the tunnel ({}): refusing to run programs there",
+            others.join(", ")
+        );
     }
-    let dns = st.dns.iter().map(|d| d.parse()).collect::<Result<Vec<_>, _>>().context("bad DNS server in the status file")?;
+    let dns =
+        st.dns.iter().map(|d| d.parse()).collect::<Result<Vec<_>, _>>().context("bad DNS server in the status file")?;
     let mut command = args.command.into_iter();
-    let spec = ExecSpec {
-        netns: ns,
-        user: args.user,
-        dns,
-        program: command.next(),
-        args: command.collect(),
-    };
+    let spec = ExecSpec { netns: ns, user: args.user, dns, program: command.next(), args: command.collect() };
     exec::exec(&spec).context("smolmix-vpn exec")
 }
 

@@ -265,7 +265,8 @@ async fn open_transport(cfg: &UpConfig, gateway: Option<&str>) -> Result<(Transp
     let mark = cfg.netns.is_none().then_some(crate::system::mark::FWMARK);
     match &cfg.ipr {
         Some(addr @ IprAddr::Udp { host, port }) => {
-            let t = UdpTransport::connect(host, *port, mark).await.map_err(|e| DriverError::Transport(e.to_string()))?;
+            let t =
+                UdpTransport::connect(host, *port, mark).await.map_err(|e| DriverError::Transport(e.to_string()))?;
             Ok((Transport::Udp(t), addr.to_string(), 10))
         }
         #[cfg(feature = "mixnet")]
@@ -505,7 +506,9 @@ impl Running<'_> {
                     self.pipe.set_mtu(new_mtu);
                     self.mtu = new_mtu;
                 }
-                Err(e) => tracing::warn!(error = %e, old = self.mtu, new = new_mtu, "cannot change the tunnel's MTU; keeping the old one"),
+                Err(e) => {
+                    tracing::warn!(error = %e, old = self.mtu, new = new_mtu, "cannot change the tunnel's MTU; keeping the old one")
+                }
             }
         }
         self.pipe.set_allocated(alloc.ipv4, self.cfg.ipv6.then_some(alloc.ipv6));

@@ -116,4 +116,3 @@ pub(super) fn start_dns_check(cfg: &UpConfig, transport: &Transport) -> Option<o
 
 /// How the DNS check ended: `ok (…)`, or why DNS does not work.
 pub(super) type DnsOutcome = Result<String, String>;
-

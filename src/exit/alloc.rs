@@ -69,10 +69,7 @@ impl IpAllocator {
 /// `x = 0x0307` → `10.0.3.7` / `fc00::307` (docs/ipr-protocol.md §3.3).
 pub(crate) fn pair_from_suffix(x: u16) -> IpPair {
     let [hi, lo] = x.to_be_bytes();
-    IpPair::new(
-        Ipv4Addr::new(10, 0, hi, lo),
-        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, x),
-    )
+    IpPair::new(Ipv4Addr::new(10, 0, hi, lo), Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, x))
 }
 
 /// The suffix shared by both addresses of an allocated pair, or `None` for a foreign pair.

@@ -55,12 +55,7 @@ pub(crate) struct Downlink {
 
 impl Downlink {
     /// A fresh handler; `interval` must be non-zero (the server guarantees it).
-    pub(crate) fn new(
-        stream_id: Option<u64>,
-        version: u8,
-        interval: Duration,
-        now: Instant,
-    ) -> Self {
+    pub(crate) fn new(stream_id: Option<u64>, version: u8, interval: Duration, now: Instant) -> Self {
         Self {
             stream_id,
             version,
@@ -116,10 +111,7 @@ impl Downlink {
             0 => 1,
             next => next,
         };
-        Envelope {
-            stream_id: self.stream_id,
-            seq,
-        }
+        Envelope { stream_id: self.stream_id, seq }
     }
 
     fn append(&mut self, len: u16, packet: &[u8]) {
@@ -141,9 +133,7 @@ impl Downlink {
         let elapsed = now.saturating_duration_since(self.anchor).as_nanos();
         let period = self.interval.as_nanos().max(1);
         let into_period = u64::try_from(elapsed % period).unwrap_or(0);
-        now + self
-            .interval
-            .saturating_sub(Duration::from_nanos(into_period))
+        now + self.interval.saturating_sub(Duration::from_nanos(into_period))
     }
 
     #[cfg(test)]
@@ -169,10 +159,7 @@ mod tests {
         let p1 = [0xaa; 1498];
         let p2 = [0xbb; 1498];
         assert_eq!(h.push(&p1, t0).unwrap(), None);
-        let first = h
-            .push(&p2, t0)
-            .unwrap()
-            .expect("second packet flushes the first");
+        let first = h.push(&p2, t0).unwrap().expect("second packet flushes the first");
         assert_eq!(first.len(), 1500);
         assert_eq!(&first[..2], &[0x05, 0xda]);
         assert!(first[2..].iter().all(|b| *b == 0xaa));
@@ -225,13 +212,7 @@ mod tests {
     #[test]
     fn seq_starts_at_one_and_skips_zero_on_wrap() {
         let mut h = handler(Instant::now());
-        assert_eq!(
-            h.next_envelope(),
-            Envelope {
-                stream_id: Some(7),
-                seq: 1
-            }
-        );
+        assert_eq!(h.next_envelope(), Envelope { stream_id: Some(7), seq: 1 });
         assert_eq!(h.next_envelope().seq, 2);
         h.set_next_seq(u32::MAX);
         assert_eq!(h.next_envelope().seq, u32::MAX);

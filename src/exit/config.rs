@@ -114,13 +114,7 @@ mod tests {
         };
         assert_eq!(bad(|c| c.max_version = 8), Err(ConfigError::MaxVersion(8)));
         assert_eq!(bad(|c| c.mtu = 1279), Err(ConfigError::Mtu(1279)));
-        assert!(matches!(
-            bad(|c| c.flush_interval = Duration::ZERO),
-            Err(ConfigError::ZeroDuration(_))
-        ));
-        assert!(matches!(
-            bad(|c| c.impair.loss = 1.5),
-            Err(ConfigError::Loss(_))
-        ));
+        assert!(matches!(bad(|c| c.flush_interval = Duration::ZERO), Err(ConfigError::ZeroDuration(_))));
+        assert!(matches!(bad(|c| c.impair.loss = 1.5), Err(ConfigError::Loss(_))));
     }
 }

@@ -88,10 +88,7 @@ impl fmt::Display for Counters {
             ("reconnects_v8", self.reconnects_v8),
             ("reconnects_stream", self.reconnects_stream),
             ("no_available_ip", self.no_available_ip),
-            (
-                "connect_zero_buffer_timeout",
-                self.connect_zero_buffer_timeout,
-            ),
+            ("connect_zero_buffer_timeout", self.connect_zero_buffer_timeout),
             ("disconnects", self.disconnects),
             ("pings", self.pings),
             ("idle_removed", self.idle_removed),
@@ -103,10 +100,7 @@ impl fmt::Display for Counters {
             ("tun_queue_full", self.tun_queue_full),
             ("tun_rx", self.tun_rx),
             ("downlink_unparseable", self.downlink_unparseable),
-            (
-                "downlink_unknown_destination",
-                self.downlink_unknown_destination,
-            ),
+            ("downlink_unknown_destination", self.downlink_unknown_destination),
             ("downlink_oversize", self.downlink_oversize),
             ("downlink_bundles", self.downlink_bundles),
             ("impair_lost", self.impair_lost),

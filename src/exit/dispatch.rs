@@ -46,58 +46,29 @@ impl Server {
         let version = inbound.request.protocol.version;
         let env = Envelope::control(stream_id);
         match inbound.request.data {
-            IpPacketRequestData::Data(data) => {
-                self.on_data(peer, env, version, &data.ip_packets, now)
-            }
+            IpPacketRequestData::Data(data) => self.on_data(peer, env, version, &data.ip_packets, now),
             IpPacketRequestData::Control(control) => match *control {
-                ControlRequest::Connect(r) => self.on_connect(
-                    peer,
-                    stream_id,
-                    version,
-                    r.request_id,
-                    r.buffer_timeout,
-                    now,
-                ),
+                ControlRequest::Connect(r) => {
+                    self.on_connect(peer, stream_id, version, r.request_id, r.buffer_timeout, now)
+                }
                 ControlRequest::Disconnect(r) => {
                     let reply = if self.remove_client(peer) {
                         self.counters.disconnects += 1;
                         v8r::DisconnectResponseReply::Success
                     } else {
-                        v8r::DisconnectResponseReply::Failure(
-                            v8r::DisconnectFailureReason::ClientNotConnected,
-                        )
+                        v8r::DisconnectResponseReply::Failure(v8r::DisconnectFailureReason::ClientNotConnected)
                     };
-                    let response = v8r::DisconnectResponse {
-                        request_id: r.request_id,
-                        reply,
-                    };
-                    self.reply_control(
-                        peer,
-                        env,
-                        version,
-                        v8r::ControlResponse::Disconnect(response),
-                        now,
-                    );
+                    let response = v8r::DisconnectResponse { request_id: r.request_id, reply };
+                    self.reply_control(peer, env, version, v8r::ControlResponse::Disconnect(response), now);
                 }
                 ControlRequest::Ping(r) => {
                     self.counters.pings += 1;
-                    let pong = v8r::PongResponse {
-                        request_id: r.request_id,
-                    };
+                    let pong = v8r::PongResponse { request_id: r.request_id };
                     self.reply_control(peer, env, version, v8r::ControlResponse::Pong(pong), now);
                 }
                 ControlRequest::Health(r) => {
-                    let health = v8r::HealthResponse {
-                        request_id: r.request_id,
-                        reply: self.health.clone(),
-                    };
-                    self.reply_control(
-                        peer,
-                        env,
-                        version,
-                        v8r::ControlResponse::Health(Box::new(health)),
-                        now,
-                    );
+                    let health = v8r::HealthResponse { request_id: r.request_id, reply: self.health.clone() };
+                    self.reply_control(peer, env, version, v8r::ControlResponse::Health(Box::new(health)), now);
                 }
             },
         }
@@ -136,24 +107,10 @@ impl Server {
         }
         let Some(ips) = self.alloc.allocate(&mut self.rng) else {
             self.counters.no_available_ip += 1;
-            return self.reply_connect(
-                peer,
-                env,
-                version,
-                request_id,
-                Err(ConnectFailureReason::NoAvailableIp),
-                now,
-            );
+            return self.reply_connect(peer, env, version, request_id, Err(ConnectFailureReason::NoAvailableIp), now);
         };
         let downlink = Downlink::new(stream_id, version, interval, now);
-        self.clients.insert(
-            peer,
-            Client {
-                ips,
-                last_activity: now,
-                downlink,
-            },
-        );
+        self.clients.insert(peer, Client { ips, last_activity: now, downlink });
         self.by_v4.insert(ips.ipv4, peer);
         self.by_v6.insert(ips.ipv6, peer);
         self.counters.connects += 1;
@@ -162,14 +119,7 @@ impl Server {
     }
 
     /// docs/ipr-protocol.md §5.2 for each packet of a Data request's bundle (§2.3 decoding).
-    fn on_data(
-        &mut self,
-        peer: SocketAddr,
-        env: Envelope,
-        version: u8,
-        bundle: &Bytes,
-        now: Instant,
-    ) {
+    fn on_data(&mut self, peer: SocketAddr, env: Envelope, version: u8, bundle: &Bytes, now: Instant) {
         let mut rest: &[u8] = bundle;
         while let [hi, lo, tail @ ..] = rest {
             let len = usize::from(u16::from_be_bytes([*hi, *lo]));
@@ -185,14 +135,7 @@ impl Server {
         }
     }
 
-    fn on_uplink_packet(
-        &mut self,
-        peer: SocketAddr,
-        env: Envelope,
-        version: u8,
-        packet: &[u8],
-        now: Instant,
-    ) {
+    fn on_uplink_packet(&mut self, peer: SocketAddr, env: Envelope, version: u8, packet: &[u8], now: Instant) {
         let uplink = match classify(packet) {
             Ok(uplink) => uplink,
             Err(error) => {
@@ -207,10 +150,7 @@ impl Server {
         };
         // Attribution by source IP, not by sender: the real IPR does not check that the packet came
         // from the client owning the address (docs/ipr-protocol.md §5.2 step 2, §7 item 7).
-        let Some(client) = owner
-            .copied()
-            .and_then(|owner| self.clients.get_mut(&owner))
-        else {
+        let Some(client) = owner.copied().and_then(|owner| self.clients.get_mut(&owner)) else {
             self.counters.uplink_unknown_source += 1;
             tracing::trace!(%peer, src = %uplink.src, "uplink packet from no client's address dropped");
             return;
@@ -220,9 +160,7 @@ impl Server {
             self.counters.uplink_denied += 1;
             let info = v8r::InfoResponse {
                 request_id: 0,
-                reply: v8r::InfoResponseReply::ExitPolicyFilterCheckFailed {
-                    dst: uplink.dst.to_string(),
-                },
+                reply: v8r::InfoResponseReply::ExitPolicyFilterCheckFailed { dst: uplink.dst.to_string() },
                 level: v8r::InfoLevel::Warn,
             };
             return self.reply_control(peer, env, version, v8r::ControlResponse::Info(info), now);

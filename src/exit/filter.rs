@@ -42,16 +42,12 @@ pub enum PacketError {
 pub(crate) fn classify(packet: &[u8]) -> Result<Uplink, PacketError> {
     let sliced = SlicedPacket::from_ip(packet).map_err(|_| PacketError::Parse)?;
     let (src, dst, payload) = match &sliced.net {
-        Some(NetSlice::Ipv4(v4)) => (
-            IpAddr::V4(v4.header().source_addr()),
-            IpAddr::V4(v4.header().destination_addr()),
-            v4.payload(),
-        ),
-        Some(NetSlice::Ipv6(v6)) => (
-            IpAddr::V6(v6.header().source_addr()),
-            IpAddr::V6(v6.header().destination_addr()),
-            v6.payload(),
-        ),
+        Some(NetSlice::Ipv4(v4)) => {
+            (IpAddr::V4(v4.header().source_addr()), IpAddr::V4(v4.header().destination_addr()), v4.payload())
+        }
+        Some(NetSlice::Ipv6(v6)) => {
+            (IpAddr::V6(v6.header().source_addr()), IpAddr::V6(v6.header().destination_addr()), v6.payload())
+        }
         _ => return Err(PacketError::Parse),
     };
     let port = match &sliced.transport {
@@ -59,22 +55,14 @@ pub(crate) fn classify(packet: &[u8]) -> Result<Uplink, PacketError> {
         Some(TransportSlice::Udp(udp)) => udp.destination_port(),
         Some(TransportSlice::Icmpv4(_) | TransportSlice::Icmpv6(_)) => 0,
         None => {
-            let known = [
-                IpNumber::TCP,
-                IpNumber::UDP,
-                IpNumber::ICMP,
-                IpNumber::IPV6_ICMP,
-            ];
+            let known = [IpNumber::TCP, IpNumber::UDP, IpNumber::ICMP, IpNumber::IPV6_ICMP];
             if payload.fragmented || known.contains(&payload.ip_number) {
                 return Err(PacketError::NoTransport);
             }
             0
         }
     };
-    Ok(Uplink {
-        src,
-        dst: SocketAddr::new(dst, port),
-    })
+    Ok(Uplink { src, dst: SocketAddr::new(dst, port) })
 }
 
 /// Whether `ip` is globally routable in the sense of std's (unstable) `IpAddr::is_global`.
@@ -131,10 +119,7 @@ mod tests {
 
     fn udp4(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
         let mut out = Vec::new();
-        PacketBuilder::ipv4(src, dst, 64)
-            .udp(5000, dport)
-            .write(&mut out, &[1, 2, 3])
-            .unwrap();
+        PacketBuilder::ipv4(src, dst, 64).udp(5000, dport).write(&mut out, &[1, 2, 3]).unwrap();
         out
     }
 
@@ -146,19 +131,14 @@ mod tests {
         assert_eq!(u.dst, "192.0.2.80:53".parse().unwrap());
 
         let mut icmp = Vec::new();
-        PacketBuilder::ipv6([0xfc; 16], [0x20; 16], 64)
-            .icmpv6_echo_request(1, 1)
-            .write(&mut icmp, &[0; 8])
-            .unwrap();
+        PacketBuilder::ipv6([0xfc; 16], [0x20; 16], 64).icmpv6_echo_request(1, 1).write(&mut icmp, &[0; 8]).unwrap();
         assert_eq!(classify(&icmp).unwrap().dst.port(), 0);
     }
 
     #[test]
     fn unknown_protocols_pass_fragments_and_garbage_do_not() {
         // IPv4, protocol 47 (GRE), 4 bytes payload; checksum is not verified by the slicer.
-        let mut gre = vec![
-            0x45, 0, 0, 24, 0, 0, 0, 0, 64, 47, 0, 0, 10, 0, 0, 2, 192, 0, 2, 1,
-        ];
+        let mut gre = vec![0x45, 0, 0, 24, 0, 0, 0, 0, 64, 47, 0, 0, 10, 0, 0, 2, 192, 0, 2, 1];
         gre.extend_from_slice(&[0; 4]);
         assert_eq!(classify(&gre).unwrap().dst.port(), 0);
 
@@ -203,15 +183,7 @@ mod tests {
         for ip in denied {
             assert!(!is_global(ip.parse().unwrap()), "{ip} must be denied");
         }
-        let allowed = [
-            "1.1.1.1",
-            "8.8.8.8",
-            "192.0.0.9",
-            "224.0.0.1",
-            "2606:4700::1111",
-            "2001:20::1",
-            "64:ff9b::1",
-        ];
+        let allowed = ["1.1.1.1", "8.8.8.8", "192.0.0.9", "224.0.0.1", "2606:4700::1111", "2001:20::1", "64:ff9b::1"];
         for ip in allowed {
             assert!(is_global(ip.parse().unwrap()), "{ip} must be allowed");
         }

@@ -144,11 +144,7 @@ impl ImpairQueue {
         {
             return Admit::Full(message);
         }
-        if self.downlink
-            && lossy
-            && self.config.loss > 0.0
-            && rng.gen_bool(self.config.loss.min(1.0))
-        {
+        if self.downlink && lossy && self.config.loss > 0.0 && rng.gen_bool(self.config.loss.min(1.0)) {
             return Admit::Lost(message);
         }
         let mut leaves_link = now;
@@ -163,12 +159,7 @@ impl ImpairQueue {
         self.arrivals += 1;
         *self.per_peer.entry(peer).or_insert(0) += 1;
         self.bytes += message.len();
-        self.heap.push(Reverse(Held {
-            release,
-            arrival: self.arrivals,
-            peer,
-            message,
-        }));
+        self.heap.push(Reverse(Held { release, arrival: self.arrivals, peer, message }));
         Admit::Queued
     }
 
@@ -218,34 +209,23 @@ mod tests {
 
     #[test]
     fn fixed_delay_keeps_order_and_releases_on_time() {
-        let config = ImpairConfig {
-            delay: 100 * MS,
-            ..Default::default()
-        };
+        let config = ImpairConfig { delay: 100 * MS, ..Default::default() };
         let mut q = ImpairQueue::new(config, true);
         let mut rng = StdRng::seed_from_u64(1);
         let t0 = Instant::now();
         for i in 0..3u8 {
-            assert!(matches!(
-                q.push(peer(), BytesMut::from(&[i][..]), true, t0, &mut rng),
-                Admit::Queued
-            ));
+            assert!(matches!(q.push(peer(), BytesMut::from(&[i][..]), true, t0, &mut rng), Admit::Queued));
         }
         assert_eq!(q.poll_timeout(), Some(t0 + 100 * MS));
         assert!(q.pop_due(t0 + 99 * MS).is_none());
-        let order: Vec<u8> = std::iter::from_fn(|| q.pop_due(t0 + 100 * MS))
-            .map(|(_, m)| m[0])
-            .collect();
+        let order: Vec<u8> = std::iter::from_fn(|| q.pop_due(t0 + 100 * MS)).map(|(_, m)| m[0]).collect();
         assert_eq!(order, vec![0, 1, 2]);
     }
 
     #[test]
     fn pacing_spaces_messages_by_their_serialization_time() {
         // 1 Mbit/s: 125 bytes take 1 ms.
-        let config = ImpairConfig {
-            rate_bps: Some(1_000_000),
-            ..Default::default()
-        };
+        let config = ImpairConfig { rate_bps: Some(1_000_000), ..Default::default() };
         let mut q = ImpairQueue::new(config, true);
         let mut rng = StdRng::seed_from_u64(1);
         let t0 = Instant::now();
@@ -260,27 +240,15 @@ mod tests {
 
     #[test]
     fn loss_hits_only_lossy_downlink_messages() {
-        let config = ImpairConfig {
-            loss: 1.0,
-            ..Default::default()
-        };
+        let config = ImpairConfig { loss: 1.0, ..Default::default() };
         let mut rng = StdRng::seed_from_u64(1);
         let t0 = Instant::now();
         let mut down = ImpairQueue::new(config, true);
-        assert!(matches!(
-            down.push(peer(), BytesMut::new(), true, t0, &mut rng),
-            Admit::Lost(_)
-        ));
-        assert!(matches!(
-            down.push(peer(), BytesMut::new(), false, t0, &mut rng),
-            Admit::Queued
-        ));
+        assert!(matches!(down.push(peer(), BytesMut::new(), true, t0, &mut rng), Admit::Lost(_)));
+        assert!(matches!(down.push(peer(), BytesMut::new(), false, t0, &mut rng), Admit::Queued));
         let mut up = ImpairQueue::new(config, false);
         assert!(up.is_transparent());
-        assert!(matches!(
-            up.push(peer(), BytesMut::new(), true, t0, &mut rng),
-            Admit::Queued
-        ));
+        assert!(matches!(up.push(peer(), BytesMut::new(), true, t0, &mut rng), Admit::Queued));
     }
 
     #[test]
@@ -302,42 +270,23 @@ mod tests {
 
     #[test]
     fn the_per_peer_bound_refuses_and_recovers() {
-        let config = ImpairConfig {
-            delay: MS,
-            ..Default::default()
-        };
+        let config = ImpairConfig { delay: MS, ..Default::default() };
         let mut q = ImpairQueue::new(config, true);
         let mut rng = StdRng::seed_from_u64(1);
         let t0 = Instant::now();
         for _ in 0..MAX_QUEUED_PER_PEER {
-            assert!(matches!(
-                q.push(peer(), BytesMut::new(), false, t0, &mut rng),
-                Admit::Queued
-            ));
+            assert!(matches!(q.push(peer(), BytesMut::new(), false, t0, &mut rng), Admit::Queued));
         }
-        assert!(matches!(
-            q.push(peer(), BytesMut::new(), false, t0, &mut rng),
-            Admit::Full(_)
-        ));
+        assert!(matches!(q.push(peer(), BytesMut::new(), false, t0, &mut rng), Admit::Full(_)));
         let other: SocketAddr = "192.0.2.2:1".parse().unwrap();
-        assert!(matches!(
-            q.push(other, BytesMut::new(), false, t0, &mut rng),
-            Admit::Queued
-        ));
+        assert!(matches!(q.push(other, BytesMut::new(), false, t0, &mut rng), Admit::Queued));
         assert!(q.pop_due(t0 + MS).is_some());
-        assert!(matches!(
-            q.push(peer(), BytesMut::new(), false, t0, &mut rng),
-            Admit::Queued
-        ));
+        assert!(matches!(q.push(peer(), BytesMut::new(), false, t0, &mut rng), Admit::Queued));
     }
 
     #[test]
     fn jitter_stays_within_bounds_and_reorders() {
-        let config = ImpairConfig {
-            delay: 50 * MS,
-            jitter: 40 * MS,
-            ..Default::default()
-        };
+        let config = ImpairConfig { delay: 50 * MS, jitter: 40 * MS, ..Default::default() };
         let mut q = ImpairQueue::new(config, false);
         let mut rng = StdRng::seed_from_u64(9);
         let t0 = Instant::now();
@@ -345,13 +294,8 @@ mod tests {
             q.push(peer(), BytesMut::from(&[i][..]), false, t0, &mut rng);
         }
         assert!(q.poll_timeout().unwrap() >= t0 + 10 * MS);
-        let order: Vec<u8> = std::iter::from_fn(|| q.pop_due(t0 + 90 * MS))
-            .map(|(_, m)| m[0])
-            .collect();
+        let order: Vec<u8> = std::iter::from_fn(|| q.pop_due(t0 + 90 * MS)).map(|(_, m)| m[0]).collect();
         assert_eq!(order.len(), 100);
-        assert!(
-            order.windows(2).any(|w| w[0] > w[1]),
-            "independent delays reorder"
-        );
+        assert!(order.windows(2).any(|w| w[0] > w[1]), "independent delays reorder");
     }
 }

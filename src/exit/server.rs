@@ -175,11 +175,7 @@ impl Server {
             return;
         };
         let framed = match client.downlink.push(packet, now) {
-            Ok(Some(bundle)) => Some((
-                client.downlink.next_envelope(),
-                client.downlink.version(),
-                bundle,
-            )),
+            Ok(Some(bundle)) => Some((client.downlink.next_envelope(), client.downlink.version(), bundle)),
             Ok(None) => None,
             Err(oversize) => {
                 self.counters.downlink_oversize += 1;
@@ -218,19 +214,12 @@ impl Server {
 
     /// The earliest instant at which [`Server::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let flush = self
-            .flushing
-            .iter()
-            .filter_map(|peer| self.clients.get(peer)?.downlink.poll_timeout());
-        [
-            self.uplink.poll_timeout(),
-            self.downlink.poll_timeout(),
-            Some(self.next_sweep),
-        ]
-        .into_iter()
-        .flatten()
-        .chain(flush)
-        .min()
+        let flush = self.flushing.iter().filter_map(|peer| self.clients.get(peer)?.downlink.poll_timeout());
+        [self.uplink.poll_timeout(), self.downlink.poll_timeout(), Some(self.next_sweep)]
+            .into_iter()
+            .flatten()
+            .chain(flush)
+            .min()
     }
 
     /// The next message to send, without removing it.
@@ -287,13 +276,10 @@ impl Server {
                 self.flushing.remove(&peer);
                 continue;
             };
-            let framed = client.downlink.handle_timeout(now).map(|bundle| {
-                (
-                    client.downlink.next_envelope(),
-                    client.downlink.version(),
-                    bundle,
-                )
-            });
+            let framed = client
+                .downlink
+                .handle_timeout(now)
+                .map(|bundle| (client.downlink.next_envelope(), client.downlink.version(), bundle));
             if client.downlink.poll_timeout().is_none() {
                 self.flushing.remove(&peer);
             }
@@ -333,8 +319,14 @@ impl Server {
         now: Instant,
     ) {
         let mut buf = self.take_buffer();
-        let encoded =
-            wire::encode_connect(&mut buf, env, version, request_id, reply, self.config.announce_mtu.unwrap_or(self.config.mtu));
+        let encoded = wire::encode_connect(
+            &mut buf,
+            env,
+            version,
+            request_id,
+            reply,
+            self.config.announce_mtu.unwrap_or(self.config.mtu),
+        );
         self.send_encoded(peer, buf, encoded, false, now);
     }
 
@@ -353,14 +345,7 @@ impl Server {
     }
 
     /// Encodes and sends one downlink bundle as a Data response.
-    pub(super) fn send_bundle(
-        &mut self,
-        peer: SocketAddr,
-        env: Envelope,
-        version: u8,
-        bundle: Bytes,
-        now: Instant,
-    ) {
+    pub(super) fn send_bundle(&mut self, peer: SocketAddr, env: Envelope, version: u8, bundle: Bytes, now: Instant) {
         let mut buf = self.take_buffer();
         let encoded = wire::encode_data(&mut buf, env, version, bundle);
         self.counters.downlink_bundles += 1;
@@ -410,9 +395,7 @@ impl Server {
 
     /// A cleared buffer from the pool, or a new one.
     pub(super) fn take_buffer(&mut self) -> BytesMut {
-        self.pool
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(BUFFER_CAPACITY))
+        self.pool.pop().unwrap_or_else(|| BytesMut::with_capacity(BUFFER_CAPACITY))
     }
 
     /// Returns a buffer to the pool; oversized ones (a 64 KiB datagram) are freed instead,

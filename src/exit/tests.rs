@@ -16,9 +16,7 @@ const SID: u64 = 0x0011_2233_4455_6677;
 /// request_id 0x0102030405060708 as a bincode varint.
 const REQ_ID: [u8; 9] = [0xfd, 1, 2, 3, 4, 5, 6, 7, 8];
 /// 2024-01-01T12:59:59.5Z as time's non-human-readable serde tuple (docs/ipr-protocol.md §1.6).
-const TIMESTAMP: [u8; 15] = [
-    0xfb, 0x0f, 0xd0, 0x01, 0x0c, 0x3b, 0x3b, 0xfc, 0x1d, 0xcd, 0x65, 0x00, 0, 0, 0,
-];
+const TIMESTAMP: [u8; 15] = [0xfb, 0x0f, 0xd0, 0x01, 0x0c, 0x3b, 0x3b, 0xfc, 0x1d, 0xcd, 0x65, 0x00, 0, 0, 0];
 
 fn peer() -> SocketAddr {
     "127.0.0.1:40000".parse().unwrap()
@@ -145,10 +143,7 @@ fn v10_connect_gets_the_36_byte_body_after_an_lp_header_with_seq_0() {
     assert_eq!(msg.len(), 16 + 36);
     assert_eq!(msg[..16], lp_header(SID, 0)[..]);
     let body = &msg[16..];
-    assert_eq!(
-        body[..13],
-        [0x0a, 0x01, 0x00, 0xfd, 1, 2, 3, 4, 5, 6, 7, 8, 0x00]
-    );
+    assert_eq!(body[..13], [0x0a, 0x01, 0x00, 0xfd, 1, 2, 3, 4, 5, 6, 7, 8, 0x00]);
     assert_eq!(body[33..], [0xfb, 0x05, 0xdc]);
     let v4 = Ipv4Addr::new(body[13], body[14], body[15], body[16]);
     let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(&body[17..33]).unwrap());
@@ -160,15 +155,9 @@ fn v10_connect_gets_the_36_byte_body_after_an_lp_header_with_seq_0() {
     assert_eq!((ips.ipv4, ips.ipv6), (v4, v6));
     // Independent check: the published v10 decoder accepts it, and sees mtu 1500.
     let decoded = v10::response::IpPacketResponse::from_bytes(body).unwrap();
-    let v10::response::IpPacketResponseData::Control(c) = decoded.data else {
-        panic!()
-    };
-    let v10::response::ControlResponse::Connect(c) = *c else {
-        panic!()
-    };
-    let v10::response::ConnectResponseReply::Success(ok) = c.reply else {
-        panic!()
-    };
+    let v10::response::IpPacketResponseData::Control(c) = decoded.data else { panic!() };
+    let v10::response::ControlResponse::Connect(c) = *c else { panic!() };
+    let v10::response::ConnectResponseReply::Success(ok) = c.reply else { panic!() };
     assert_eq!(ok.mtu, 1500);
 }
 
@@ -186,10 +175,7 @@ fn v9_connect_gets_33_bytes_without_mtu() {
 
 #[test]
 fn max_version_9_is_silent_to_v10_and_answers_the_v9_fallback() {
-    let config = ExitConfig {
-        max_version: 9,
-        ..Default::default()
-    };
+    let config = ExitConfig { max_version: 9, ..Default::default() };
     let (mut s, t0) = server(config);
     s.handle_datagram(peer(), &lp(SID, 0, &connect(10)), t0);
     assert!(drain(&mut s).is_empty());
@@ -252,10 +238,7 @@ fn bad_provider_byte_trailing_bytes_and_short_messages_are_silent() {
     s.handle_datagram(peer(), &[], t0);
     assert!(drain(&mut s).is_empty());
     let c = s.counters();
-    assert_eq!(
-        (c.bad_service_provider, c.undecodable, c.too_short),
-        (1, 1, 2)
-    );
+    assert_eq!((c.bad_service_provider, c.undecodable, c.too_short), (1, 1, 2));
 }
 
 #[test]
@@ -295,10 +278,7 @@ fn downlink_packets_leave_on_the_flush_tick_with_seq_1_then_2() {
     let mut expected = lp_header(SID, 1);
     expected.extend_from_slice(&[0x0a, 0x00, 62, 0x00, 60]);
     expected.extend_from_slice(&packet);
-    assert_eq!(
-        out[0].1, expected,
-        "docs/ipr-protocol.md §1.6: Data response with one 60-B packet is 65 B"
-    );
+    assert_eq!(out[0].1, expected, "docs/ipr-protocol.md §1.6: Data response with one 60-B packet is 65 B");
 
     s.handle_tun_packet(&packet, t0 + 25 * MS);
     s.handle_timeout(t0 + 40 * MS);
@@ -348,17 +328,11 @@ fn ipv6_goes_both_ways_by_the_allocated_fc00_address() {
     let ip6 = s.client_ips(&peer()).unwrap().ipv6;
     let remote: Ipv6Addr = "2001:db8::80".parse().unwrap();
     let mut up = Vec::new();
-    PacketBuilder::ipv6(ip6.octets(), remote.octets(), 64)
-        .udp(40000, 53)
-        .write(&mut up, &[7; 20])
-        .unwrap();
+    PacketBuilder::ipv6(ip6.octets(), remote.octets(), 64).udp(40000, 53).write(&mut up, &[7; 20]).unwrap();
     s.handle_datagram(peer(), &lp(SID, 1, &data(10, &[&up])), t0);
     assert_eq!(drain_tun(&mut s), vec![up]);
     let mut down = Vec::new();
-    PacketBuilder::ipv6(remote.octets(), ip6.octets(), 64)
-        .udp(53, 40000)
-        .write(&mut down, &[8; 20])
-        .unwrap();
+    PacketBuilder::ipv6(remote.octets(), ip6.octets(), 64).udp(53, 40000).write(&mut down, &[8; 20]).unwrap();
     s.handle_tun_packet(&down, t0);
     s.handle_timeout(t0 + 20 * MS);
     let out = drain(&mut s);
@@ -389,11 +363,7 @@ fn idle_clients_are_removed_silently_and_their_data_dropped() {
         s.handle_timeout(t0 + Duration::from_secs(secs));
     }
     // Activity at 50 s keeps the session through the 60 s … 110 s sweeps.
-    s.handle_datagram(
-        peer(),
-        &lp(SID, 1, &data(10, &[&packet])),
-        t0 + Duration::from_secs(50),
-    );
+    s.handle_datagram(peer(), &lp(SID, 1, &data(10, &[&packet])), t0 + Duration::from_secs(50));
     for secs in (60..=110).step_by(10) {
         s.handle_timeout(t0 + Duration::from_secs(secs));
     }
@@ -403,11 +373,7 @@ fn idle_clients_are_removed_silently_and_their_data_dropped() {
     assert_eq!(s.counters().idle_removed, 1);
     drain_tun(&mut s);
     assert!(drain(&mut s).is_empty(), "no UnrequestedDisconnect");
-    s.handle_datagram(
-        peer(),
-        &lp(SID, 2, &data(10, &[&packet])),
-        t0 + Duration::from_secs(121),
-    );
+    s.handle_datagram(peer(), &lp(SID, 2, &data(10, &[&packet])), t0 + Duration::from_secs(121));
     assert!(drain_tun(&mut s).is_empty());
     assert!(drain(&mut s).is_empty());
 }
@@ -417,11 +383,7 @@ fn ping_does_not_count_as_activity() {
     let (mut s, t0) = server(ExitConfig::default());
     connected(&mut s, SID, t0);
     for secs in (10..=70).step_by(10) {
-        s.handle_datagram(
-            peer(),
-            &lp(SID, secs, &control(10, 0x02, &[])),
-            t0 + Duration::from_secs(secs.into()),
-        );
+        s.handle_datagram(peer(), &lp(SID, secs, &control(10, 0x02, &[])), t0 + Duration::from_secs(secs.into()));
         s.handle_timeout(t0 + Duration::from_secs(secs.into()));
     }
     assert_eq!(s.client_count(), 0);
@@ -444,11 +406,7 @@ fn stream_reconnect_gives_new_ips_new_stream_and_seq_restarts_at_1() {
     assert_eq!(s.counters().reconnects_stream, 1);
 
     s.handle_tun_packet(&udp4(Ipv4Addr::new(192, 0, 2, 80), old, 60), t0 + 31 * MS);
-    assert_eq!(
-        s.counters().downlink_unknown_destination,
-        1,
-        "old IPs were freed"
-    );
+    assert_eq!(s.counters().downlink_unknown_destination, 1, "old IPs were freed");
     s.handle_tun_packet(&udp4(Ipv4Addr::new(192, 0, 2, 80), new, 60), t0 + 31 * MS);
     s.handle_timeout(t0 + 50 * MS);
     assert_eq!(drain(&mut s)[0].1[..16], lp_header(sid2, 1)[..]);
@@ -488,12 +446,8 @@ fn health_reply_decodes_with_the_published_types() {
     s.handle_datagram(peer(), &lp(SID, 0, &control(9, 0x03, &[])), t0);
     let out = drain(&mut s);
     let decoded = v9::response::IpPacketResponse::from_bytes(&out[0].1[16..]).unwrap();
-    let v9::response::IpPacketResponseData::Control(c) = decoded.data else {
-        panic!()
-    };
-    let v9::response::ControlResponse::Health(h) = *c else {
-        panic!()
-    };
+    let v9::response::IpPacketResponseData::Control(c) = decoded.data else { panic!() };
+    let v9::response::ControlResponse::Health(h) = *c else { panic!() };
     assert_eq!(h.request_id, 0x0102030405060708);
     assert_eq!(h.reply.build_info.binary_name, "smolmix-exit");
     assert_eq!(h.reply.routable, None);
@@ -501,17 +455,11 @@ fn health_reply_decodes_with_the_published_types() {
 
 #[test]
 fn non_global_destination_gets_an_info_warn_with_seq_0_when_filtering() {
-    let config = ExitConfig {
-        deny_non_global: true,
-        ..Default::default()
-    };
+    let config = ExitConfig { deny_non_global: true, ..Default::default() };
     let (mut s, t0) = server(config);
     let ip = connected(&mut s, SID, t0);
     let mut icmp = Vec::new();
-    PacketBuilder::ipv4(ip.octets(), [10, 0, 0, 1], 64)
-        .icmpv4_echo_request(1, 1)
-        .write(&mut icmp, &[0; 8])
-        .unwrap();
+    PacketBuilder::ipv4(ip.octets(), [10, 0, 0, 1], 64).icmpv4_echo_request(1, 1).write(&mut icmp, &[0; 8]).unwrap();
     s.handle_datagram(peer(), &lp(SID, 1, &data(10, &[&icmp])), t0);
     assert!(drain_tun(&mut s).is_empty());
     let out = drain(&mut s);
@@ -525,15 +473,8 @@ fn non_global_destination_gets_an_info_warn_with_seq_0_when_filtering() {
 
 #[test]
 fn impairment_loses_data_but_delays_control_replies() {
-    let impair = ImpairConfig {
-        delay: 100 * MS,
-        loss: 1.0,
-        ..Default::default()
-    };
-    let (mut s, t0) = server(ExitConfig {
-        impair,
-        ..Default::default()
-    });
+    let impair = ImpairConfig { delay: 100 * MS, loss: 1.0, ..Default::default() };
+    let (mut s, t0) = server(ExitConfig { impair, ..Default::default() });
     s.handle_datagram(peer(), &lp(SID, 0, &connect(10)), t0);
     assert!(drain(&mut s).is_empty());
     s.handle_timeout(t0 + 100 * MS); // uplink delay: the connect is processed now
@@ -551,19 +492,12 @@ fn impairment_loses_data_but_delays_control_replies() {
 
 #[test]
 fn garbage_never_panics() {
-    let (mut s, t0) = server(ExitConfig {
-        deny_non_global: true,
-        ..Default::default()
-    });
+    let (mut s, t0) = server(ExitConfig { deny_non_global: true, ..Default::default() });
     let mut rng = StdRng::seed_from_u64(0xdead_beef);
     let ip = connected(&mut s, SID, t0);
     let valid = [
         lp(SID, 0, &connect(10)),
-        lp(
-            SID,
-            1,
-            &data(10, &[&udp4(ip, Ipv4Addr::new(192, 0, 2, 1), 60)]),
-        ),
+        lp(SID, 1, &data(10, &[&udp4(ip, Ipv4Addr::new(192, 0, 2, 1), 60)])),
         lp(SID, 2, &control(10, 0x03, &[])),
         connect(8),
     ];

@@ -19,9 +19,7 @@ use nym_ip_packet_requests::v10::response as v10r;
 use nym_ip_packet_requests::v8::request::IpPacketRequest;
 use nym_ip_packet_requests::v8::response as v8r;
 use nym_ip_packet_requests::{ConnectFailureReason, IpPair};
-use nym_lp_data::packet::frame::{
-    LpFrameHeader, LpFrameKind, SphinxStreamFrameAttributes, SphinxStreamMsgType,
-};
+use nym_lp_data::packet::frame::{LpFrameHeader, LpFrameKind, SphinxStreamFrameAttributes, SphinxStreamMsgType};
 use serde::Serialize;
 
 /// Oldest version the newest IPR accepts (`MAX_NON_STREAM_VERSION`, docs/ipr-protocol.md §1.3).
@@ -41,9 +39,7 @@ const LP_KIND_SPHINX_STREAM: u16 = 3;
 /// v10 connect responses mutually undecodable.
 pub(crate) fn bincode_options() -> impl bincode::Options {
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_big_endian()
-        .with_varint_encoding()
+    bincode::DefaultOptions::new().with_big_endian().with_varint_encoding()
 }
 
 /// Why an inbound message produced no reply. All of these are silent on the real IPR
@@ -114,9 +110,7 @@ pub(crate) fn decode_request(msg: &[u8], max_version: u8) -> Result<Inbound, Rej
     }
     // 4. Decode the v8 tree, which is the request tree of v9 and v10 too
     //    (docs/ipr-protocol.md §1.4).
-    let request: IpPacketRequest = bincode_options()
-        .deserialize(body)
-        .map_err(|_| Reject::Decode)?;
+    let request: IpPacketRequest = bincode_options().deserialize(body).map_err(|_| Reject::Decode)?;
     // 5. LP ⇔ version ≥ 9.
     let lp = stream_id.is_some();
     if lp != (version >= V9) {
@@ -136,8 +130,7 @@ fn lp_stream(msg: &[u8]) -> Result<Option<(u64, &[u8])>, Reject> {
     if header.kind != LpFrameKind::SphinxStream {
         return Ok(None);
     }
-    let attrs = SphinxStreamFrameAttributes::parse(&header.frame_attributes)
-        .map_err(|_| Reject::LpAttributes)?;
+    let attrs = SphinxStreamFrameAttributes::parse(&header.frame_attributes).map_err(|_| Reject::LpAttributes)?;
     let payload = msg.get(LpFrameHeader::SIZE..).unwrap_or_default();
     Ok(Some((attrs.stream_id, payload)))
 }
@@ -166,18 +159,11 @@ impl Envelope {
 }
 
 /// Appends the LP header (if any) and `response` to `dst`.
-fn encode<T: Serialize>(
-    dst: &mut BytesMut,
-    env: Envelope,
-    response: &T,
-) -> Result<(), EncodeError> {
+fn encode<T: Serialize>(dst: &mut BytesMut, env: Envelope, response: &T) -> Result<(), EncodeError> {
     use bincode::Options;
     if let Some(stream_id) = env.stream_id {
-        let attrs = SphinxStreamFrameAttributes {
-            stream_id,
-            msg_type: SphinxStreamMsgType::Data,
-            sequence_num: env.seq,
-        };
+        let attrs =
+            SphinxStreamFrameAttributes { stream_id, msg_type: SphinxStreamMsgType::Data, sequence_num: env.seq };
         LpFrameHeader::new(LpFrameKind::SphinxStream, attrs.encode()).encode(dst);
     }
     bincode_options().serialize_into(dst.writer(), response)?;
@@ -202,9 +188,7 @@ pub(crate) fn encode_connect(
         let connect = v10r::ConnectResponse { request_id, reply };
         let response = v10r::IpPacketResponse {
             version,
-            data: v10r::IpPacketResponseData::Control(Box::new(v10r::ControlResponse::Connect(
-                connect,
-            ))),
+            data: v10r::IpPacketResponseData::Control(Box::new(v10r::ControlResponse::Connect(connect))),
         };
         encode(dst, env, &response)
     } else {
@@ -224,20 +208,12 @@ pub(crate) fn encode_control(
     version: u8,
     control: v8r::ControlResponse,
 ) -> Result<(), EncodeError> {
-    let response = v8r::IpPacketResponse {
-        version,
-        data: v8r::IpPacketResponseData::Control(Box::new(control)),
-    };
+    let response = v8r::IpPacketResponse { version, data: v8r::IpPacketResponseData::Control(Box::new(control)) };
     encode(dst, env, &response)
 }
 
 /// A downlink Data response carrying one MultiIpPacketCodec bundle.
-pub(crate) fn encode_data(
-    dst: &mut BytesMut,
-    env: Envelope,
-    version: u8,
-    bundle: Bytes,
-) -> Result<(), EncodeError> {
+pub(crate) fn encode_data(dst: &mut BytesMut, env: Envelope, version: u8, bundle: Bytes) -> Result<(), EncodeError> {
     let response = v8r::IpPacketResponse {
         version,
         data: v8r::IpPacketResponseData::Data(v8r::DataResponse { ip_packet: bundle }),
@@ -265,8 +241,5 @@ pub(crate) fn health_reply() -> Result<v8r::HealthResponseReply, serde::de::valu
         "",                        // cargo_triple
     ];
     let strings = SeqDeserializer::<_, serde::de::value::Error>::new(BUILD_INFO.into_iter());
-    Ok(v8r::HealthResponseReply {
-        build_info: Deserialize::deserialize(strings)?,
-        routable: None,
-    })
+    Ok(v8r::HealthResponseReply { build_info: Deserialize::deserialize(strings)?, routable: None })
 }

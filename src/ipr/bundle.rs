@@ -107,10 +107,7 @@ pub struct Unbundler<'a> {
 
 impl<'a> Unbundler<'a> {
     pub fn new(bundle: &'a [u8]) -> Self {
-        Unbundler {
-            rest: bundle,
-            truncated: false,
-        }
+        Unbundler { rest: bundle, truncated: false }
     }
 
     /// An iterator that yields nothing.
@@ -195,8 +192,7 @@ mod tests {
         b.begin(&mut buf);
         // 1556 + 2 = exactly the budget: fits, and then the bundle is full.
         assert!(b.has_room(&buf, BUNDLE_BUDGET - LEN_PREFIX));
-        b.append(&mut buf, &[0u8; BUNDLE_BUDGET - LEN_PREFIX])
-            .unwrap();
+        b.append(&mut buf, &[0u8; BUNDLE_BUDGET - LEN_PREFIX]).unwrap();
         assert_eq!(b.bundle_len(&buf), BUNDLE_BUDGET);
         assert!(b.is_full(&buf));
         assert!(!b.has_room(&buf, 1));
@@ -214,10 +210,7 @@ mod tests {
         assert!(b.is_full(&buf));
         assert_eq!(published_decode(b.bundle(&buf)), vec![vec![7u8; 9000]]);
         b.begin(&mut buf);
-        assert_eq!(
-            b.append(&mut buf, &vec![0u8; 65_536]),
-            Err(TooLarge(65_536))
-        );
+        assert_eq!(b.append(&mut buf, &vec![0u8; 65_536]), Err(TooLarge(65_536)));
     }
 
     #[test]
@@ -225,18 +218,10 @@ mod tests {
         let bundle = [0x00, 0x02, 0xaa, 0xbb, 0x00, 0x00, 0x00, 0x05, 0x01];
         let mut u = Unbundler::new(&bundle);
         assert_eq!(u.next(), Some(&[0xaa, 0xbb][..]));
-        assert_eq!(
-            u.next(),
-            Some(&[][..]),
-            "zero-length entry, as the published decoder"
-        );
+        assert_eq!(u.next(), Some(&[][..]), "zero-length entry, as the published decoder");
         assert_eq!(u.next(), None);
         assert!(u.truncated());
-        assert_eq!(
-            published_decode(&bundle).len(),
-            2,
-            "the published decoder agrees"
-        );
+        assert_eq!(published_decode(&bundle).len(), 2, "the published decoder agrees");
 
         let mut u = Unbundler::new(&[0x00]);
         assert_eq!(u.next(), None);

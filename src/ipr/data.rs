@@ -48,15 +48,8 @@ pub fn varint_len(v: u64) -> usize {
 /// Write the data request header for a bundle of `bundle_len` bytes so that it *ends* at the
 /// end of `out`, and return the header length. The caller reserves `DATA_REQUEST_HEADER_MAX`
 /// bytes of headroom before the bundle and sends `headroom[MAX - len ..] + bundle`.
-pub fn write_data_request_header(
-    version: u8,
-    bundle_len: usize,
-    out: &mut [u8; DATA_REQUEST_HEADER_MAX],
-) -> usize {
-    debug_assert!(
-        bundle_len <= u32::MAX as usize,
-        "a bundle is at most 65 537 bytes"
-    );
+pub fn write_data_request_header(version: u8, bundle_len: usize, out: &mut [u8; DATA_REQUEST_HEADER_MAX]) -> usize {
+    debug_assert!(bundle_len <= u32::MAX as usize, "a bundle is at most 65 537 bytes");
     const SP: u8 = SERVICE_PROVIDER_IPR;
     let (image, hlen) = match bundle_len {
         0..=250 => ([0, 0, 0, 0, version, SP, TAG_DATA, bundle_len as u8], 4),
@@ -79,21 +72,15 @@ pub fn read_varint(src: &[u8]) -> Result<(u64, &[u8]), MessageError> {
     match first {
         0..=250 => Ok((first as u64, rest)),
         VARINT_U16 => {
-            let (b, rest) = rest
-                .split_first_chunk::<2>()
-                .ok_or(MessageError::Truncated)?;
+            let (b, rest) = rest.split_first_chunk::<2>().ok_or(MessageError::Truncated)?;
             Ok((u16::from_be_bytes(*b) as u64, rest))
         }
         VARINT_U32 => {
-            let (b, rest) = rest
-                .split_first_chunk::<4>()
-                .ok_or(MessageError::Truncated)?;
+            let (b, rest) = rest.split_first_chunk::<4>().ok_or(MessageError::Truncated)?;
             Ok((u32::from_be_bytes(*b) as u64, rest))
         }
         VARINT_U64 => {
-            let (b, rest) = rest
-                .split_first_chunk::<8>()
-                .ok_or(MessageError::Truncated)?;
+            let (b, rest) = rest.split_first_chunk::<8>().ok_or(MessageError::Truncated)?;
             Ok((u64::from_be_bytes(*b), rest))
         }
         _ => Err(MessageError::BadVarint(first)),
@@ -139,14 +126,8 @@ mod tests {
         for len in LENGTHS {
             let bundle: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let b = Bytes::from(bundle.clone());
-            assert_eq!(
-                hand_request(10, &bundle),
-                v10::new_data_request(b.clone()).to_bytes().unwrap()
-            );
-            assert_eq!(
-                hand_request(9, &bundle),
-                v9::new_data_request(b).to_bytes().unwrap()
-            );
+            assert_eq!(hand_request(10, &bundle), v10::new_data_request(b.clone()).to_bytes().unwrap());
+            assert_eq!(hand_request(9, &bundle), v9::new_data_request(b).to_bytes().unwrap());
         }
     }
 
@@ -167,13 +148,9 @@ mod tests {
     fn hand_parser_accepts_what_the_published_encoder_emits() {
         for len in LENGTHS {
             let bundle: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-            let r10 = v10::new_ip_packet_response(Bytes::from(bundle.clone()))
-                .to_bytes()
-                .unwrap();
+            let r10 = v10::new_ip_packet_response(Bytes::from(bundle.clone())).to_bytes().unwrap();
             assert_eq!(parse_data_response(&r10).unwrap(), (10, &bundle[..]));
-            let r9 = v9::new_ip_packet_response(Bytes::from(bundle.clone()))
-                .to_bytes()
-                .unwrap();
+            let r9 = v9::new_ip_packet_response(Bytes::from(bundle.clone())).to_bytes().unwrap();
             assert_eq!(parse_data_response(&r9).unwrap(), (9, &bundle[..]));
         }
     }
@@ -197,10 +174,7 @@ mod tests {
         assert_eq!(read_varint(&[0xfb, 0x00, 0xfb]).unwrap().0, 251);
         assert_eq!(read_varint(&[0xfb, 0x00, 0x05]).unwrap().0, 5); // non-minimal, as bincode
         assert_eq!(read_varint(&[0xfc, 0, 1, 0, 0]).unwrap().0, 65_536);
-        assert_eq!(
-            read_varint(&[0xfd, 0, 0, 0, 1, 0, 0, 0, 0]).unwrap().0,
-            1 << 32
-        );
+        assert_eq!(read_varint(&[0xfd, 0, 0, 0, 1, 0, 0, 0, 0]).unwrap().0, 1 << 32);
         assert_eq!(read_varint(&[0xfe]), Err(MessageError::BadVarint(0xfe)));
         assert_eq!(read_varint(&[0xfc, 0, 1]), Err(MessageError::Truncated));
         assert_eq!(read_varint(&[]), Err(MessageError::Truncated));
@@ -212,31 +186,18 @@ mod tests {
 
     fn bincode_len(v: u64) -> usize {
         use bincode::Options;
-        let o = bincode::DefaultOptions::new()
-            .with_big_endian()
-            .with_varint_encoding();
+        let o = bincode::DefaultOptions::new().with_big_endian().with_varint_encoding();
         o.serialize(&v).unwrap().len()
     }
 
     #[test]
     fn parse_rejects_malformed() {
         assert_eq!(parse_data_response(&[0x0a]), Err(MessageError::Truncated));
-        assert_eq!(
-            parse_data_response(&[0x0a, 0x01, 0x00]),
-            Err(MessageError::UnknownTag(1))
-        );
-        assert_eq!(
-            parse_data_response(&[0x0a, 0x00, 0x03, 1, 2]),
-            Err(MessageError::Truncated)
-        );
-        assert_eq!(
-            parse_data_response(&[0x0a, 0x00, 0x01, 1, 2]),
-            Err(MessageError::TrailingBytes)
-        );
+        assert_eq!(parse_data_response(&[0x0a, 0x01, 0x00]), Err(MessageError::UnknownTag(1)));
+        assert_eq!(parse_data_response(&[0x0a, 0x00, 0x03, 1, 2]), Err(MessageError::Truncated));
+        assert_eq!(parse_data_response(&[0x0a, 0x00, 0x01, 1, 2]), Err(MessageError::TrailingBytes));
         // u64 length far beyond the buffer must not overflow anything.
-        let huge = [
-            0x0a, 0x00, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
-        ];
+        let huge = [0x0a, 0x00, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0];
         assert_eq!(parse_data_response(&huge), Err(MessageError::Truncated));
     }
 }

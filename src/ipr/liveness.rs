@@ -29,11 +29,7 @@ pub const ECHO_LEN: usize = 28;
 /// Build the keepalive echo request from `src` to 10.0.0.1.
 pub fn build_echo_request(src: Ipv4Addr, ident: u16, seq_no: u16) -> [u8; ECHO_LEN] {
     let mut buf = [0u8; ECHO_LEN];
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident,
-        seq_no,
-        data: &[],
-    };
+    let icmp = Icmpv4Repr::EchoRequest { ident, seq_no, data: &[] };
     let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: IPR_TUN_V4,
@@ -66,9 +62,7 @@ pub fn is_echo_reply(pkt: &[u8], dst: Ipv4Addr, ident: u16) -> bool {
     let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
         return false;
     };
-    icmp.msg_type() == Icmpv4Message::EchoReply
-        && icmp.msg_code() == 0
-        && icmp.echo_ident() == ident
+    icmp.msg_type() == Icmpv4Message::EchoReply && icmp.msg_code() == 0 && icmp.echo_ident() == ident
 }
 
 /// How one downlink sequence number relates to the ones seen before.
@@ -168,14 +162,7 @@ mod tests {
         let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
         assert!(icmp.verify_checksum());
         let r = Icmpv4Repr::parse(&icmp, &caps).unwrap();
-        assert_eq!(
-            r,
-            Icmpv4Repr::EchoRequest {
-                ident: 0xbeef,
-                seq_no: 3,
-                data: &[]
-            }
-        );
+        assert_eq!(r, Icmpv4Repr::EchoRequest { ident: 0xbeef, seq_no: 3, data: &[] });
         // Byte literal of the header fields that matter: version/IHL, total length, proto.
         assert_eq!(&pkt[..4], &[0x45, 0x00, 0x00, 0x1c]);
         assert_eq!(pkt[9], 1);
@@ -184,18 +171,9 @@ mod tests {
 
     fn reply(src: Ipv4Addr, dst: Ipv4Addr, ident: u16) -> [u8; ECHO_LEN] {
         let mut buf = [0u8; ECHO_LEN];
-        let icmp = Icmpv4Repr::EchoReply {
-            ident,
-            seq_no: 1,
-            data: &[],
-        };
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Icmp,
-            payload_len: 8,
-            hop_limit: 64,
-        };
+        let icmp = Icmpv4Repr::EchoReply { ident, seq_no: 1, data: &[] };
+        let ip =
+            Ipv4Repr { src_addr: src, dst_addr: dst, next_header: IpProtocol::Icmp, payload_len: 8, hop_limit: 64 };
         let caps = ChecksumCapabilities::default();
         let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
         ip.emit(&mut p, &caps);
@@ -206,22 +184,10 @@ mod tests {
     #[test]
     fn echo_reply_matching() {
         assert!(is_echo_reply(&reply(IPR_TUN_V4, SRC, 7), SRC, 7));
-        assert!(
-            !is_echo_reply(&reply(IPR_TUN_V4, SRC, 8), SRC, 7),
-            "other ident"
-        );
-        assert!(
-            !is_echo_reply(&reply(Ipv4Addr::new(192, 0, 2, 1), SRC, 7), SRC, 7),
-            "other source"
-        );
-        assert!(
-            !is_echo_reply(&build_echo_request(SRC, 7, 1), IPR_TUN_V4, 7),
-            "a request"
-        );
-        assert!(
-            !is_echo_reply(&reply(IPR_TUN_V4, SRC, 7)[..27], SRC, 7),
-            "truncated"
-        );
+        assert!(!is_echo_reply(&reply(IPR_TUN_V4, SRC, 8), SRC, 7), "other ident");
+        assert!(!is_echo_reply(&reply(Ipv4Addr::new(192, 0, 2, 1), SRC, 7), SRC, 7), "other source");
+        assert!(!is_echo_reply(&build_echo_request(SRC, 7, 1), IPR_TUN_V4, 7), "a request");
+        assert!(!is_echo_reply(&reply(IPR_TUN_V4, SRC, 7)[..27], SRC, 7), "truncated");
         assert!(!is_echo_reply(&[], SRC, 7));
         assert!(!is_echo_reply(&[0x60; 40], SRC, 7), "IPv6");
     }

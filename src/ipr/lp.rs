@@ -60,11 +60,7 @@ pub struct LpHeader {
 impl LpHeader {
     /// A `Data` frame header.
     pub const fn data(stream_id: u64, seq: u32) -> Self {
-        LpHeader {
-            stream_id,
-            msg_type: MsgType::Data,
-            seq,
-        }
+        LpHeader { stream_id, msg_type: MsgType::Data, seq }
     }
 
     /// The 16 header bytes.
@@ -101,9 +97,7 @@ impl LpHeader {
 
     /// Parse the header of `msg`, returning it with the payload that follows.
     pub fn parse(msg: &[u8]) -> Result<(LpHeader, &[u8]), LpError> {
-        let (head, payload) = msg
-            .split_first_chunk::<LP_HEADER_LEN>()
-            .ok_or(LpError::Short)?;
+        let (head, payload) = msg.split_first_chunk::<LP_HEADER_LEN>().ok_or(LpError::Short)?;
         let kind = u16::from_le_bytes([head[0], head[1]]);
         if kind != KIND_SPHINX_STREAM {
             return Err(LpError::NotStream(kind));
@@ -132,19 +126,13 @@ mod tests {
     };
 
     /// docs/ipr-protocol.md §1.6: Data frame, stream 0x0011223344556677, seq 5.
-    const DATA_SEQ5: [u8; 16] = [
-        0x03, 0x00, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x01, 0x00, 0x00, 0x00, 0x05,
-        0x00,
-    ];
+    const DATA_SEQ5: [u8; 16] =
+        [0x03, 0x00, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x01, 0x00, 0x00, 0x00, 0x05, 0x00];
 
     #[test]
     fn encodes_the_reference_example() {
         assert_eq!(LpHeader::data(0x0011_2233_4455_6677, 5).encode(), DATA_SEQ5);
-        let open = LpHeader {
-            stream_id: 0x0011_2233_4455_6677,
-            msg_type: MsgType::Open,
-            seq: 0,
-        };
+        let open = LpHeader { stream_id: 0x0011_2233_4455_6677, msg_type: MsgType::Open, seq: 0 };
         let mut expected = DATA_SEQ5;
         expected[10] = 0;
         expected[14] = 0;
@@ -161,11 +149,7 @@ mod tests {
     }
 
     fn published(stream_id: u64, msg_type: SphinxStreamMsgType, seq: u32, body: &[u8]) -> Vec<u8> {
-        let attrs = SphinxStreamFrameAttributes {
-            stream_id,
-            msg_type,
-            sequence_num: seq,
-        };
+        let attrs = SphinxStreamFrameAttributes { stream_id, msg_type, sequence_num: seq };
         let mut out = BytesMut::new();
         LpFrame::new_stream(attrs, body.to_vec()).encode(&mut out);
         out.to_vec()
@@ -177,22 +161,11 @@ mod tests {
             (0u64, MsgType::Open, SphinxStreamMsgType::Open, 0u32),
             (1, MsgType::Data, SphinxStreamMsgType::Data, 1),
             (u64::MAX, MsgType::Data, SphinxStreamMsgType::Data, u32::MAX),
-            (
-                0xdead_beef_0102_0304,
-                MsgType::Data,
-                SphinxStreamMsgType::Data,
-                0x0102_0304,
-            ),
+            (0xdead_beef_0102_0304, MsgType::Data, SphinxStreamMsgType::Data, 0x0102_0304),
         ];
         for (sid, ours, theirs, seq) in cases {
             let expected = published(sid, theirs, seq, b"xyz");
-            let mut mine = LpHeader {
-                stream_id: sid,
-                msg_type: ours,
-                seq,
-            }
-            .encode()
-            .to_vec();
+            let mut mine = LpHeader { stream_id: sid, msg_type: ours, seq }.encode().to_vec();
             mine.extend_from_slice(b"xyz");
             assert_eq!(mine, expected);
 
@@ -204,14 +177,7 @@ mod tests {
             assert_eq!(attrs.msg_type, theirs);
             // ... and ours accepts theirs.
             let (h, body) = LpHeader::parse(&expected).unwrap();
-            assert_eq!(
-                h,
-                LpHeader {
-                    stream_id: sid,
-                    msg_type: ours,
-                    seq
-                }
-            );
+            assert_eq!(h, LpHeader { stream_id: sid, msg_type: ours, seq });
             assert_eq!(body, b"xyz");
         }
     }

@@ -55,20 +55,14 @@ fn finish(mut req: IpPacketRequest, id: u64, version: u8) -> Result<ControlReque
         tracing::error!(error = %e, "bincode failed to serialize an IPR request");
         MessageError::Encode
     })?;
-    Ok(ControlRequest {
-        bytes,
-        request_id: id,
-    })
+    Ok(ControlRequest { bytes, request_id: id })
 }
 
 /// Connect request (dynamic connect, docs/ipr-protocol.md §1.4) for `version` 10 or 9 (anything
 /// else: 9).
 pub fn encode_connect(version: u8) -> Result<ControlRequest, MessageError> {
-    let (req, id) = if version == v10::VERSION {
-        v10::new_connect_request(None)
-    } else {
-        v9::new_connect_request(None)
-    };
+    let (req, id) =
+        if version == v10::VERSION { v10::new_connect_request(None) } else { v9::new_connect_request(None) };
     let v = req.protocol.version;
     finish(req, id, v)
 }
@@ -135,37 +129,13 @@ pub enum Info {
 /// One decoded IPR response. `Data` borrows the bundle from the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response<'a> {
-    Data {
-        version: u8,
-        bundle: &'a [u8],
-    },
-    Connect {
-        version: u8,
-        request_id: u64,
-        result: Result<ConnectOk, ConnectDenial>,
-    },
-    Disconnect {
-        version: u8,
-        request_id: u64,
-        success: bool,
-    },
-    UnrequestedDisconnect {
-        version: u8,
-        reason: String,
-    },
-    Pong {
-        version: u8,
-        request_id: u64,
-    },
-    Health {
-        version: u8,
-        request_id: u64,
-    },
-    Info {
-        version: u8,
-        request_id: u64,
-        info: Info,
-    },
+    Data { version: u8, bundle: &'a [u8] },
+    Connect { version: u8, request_id: u64, result: Result<ConnectOk, ConnectDenial> },
+    Disconnect { version: u8, request_id: u64, success: bool },
+    UnrequestedDisconnect { version: u8, reason: String },
+    Pong { version: u8, request_id: u64 },
+    Health { version: u8, request_id: u64 },
+    Info { version: u8, request_id: u64, info: Info },
 }
 
 /// Decode one IPR response (the payload after the LP header). Versions other than 9 and 10
@@ -205,25 +175,17 @@ fn decode_control_v10(payload: &[u8]) -> Result<Response<'static>, MessageError>
             version,
             request_id: c.request_id,
             result: match c.reply {
-                ConnectResponseReply::Success(s) => Ok(ConnectOk {
-                    ipv4: s.ips.ipv4,
-                    ipv6: s.ips.ipv6,
-                    mtu: Some(s.mtu),
-                }),
+                ConnectResponseReply::Success(s) => {
+                    Ok(ConnectOk { ipv4: s.ips.ipv4, ipv6: s.ips.ipv6, mtu: Some(s.mtu) })
+                }
                 ConnectResponseReply::Failure(f) => Err(f.into()),
             },
         },
         // The remaining branches are the v8 types re-exported by v10 (docs/ipr-protocol.md §1.5).
         ControlResponse::Disconnect(d) => disconnect(version, d),
         ControlResponse::UnrequestedDisconnect(u) => unrequested(version, u),
-        ControlResponse::Pong(p) => Response::Pong {
-            version,
-            request_id: p.request_id,
-        },
-        ControlResponse::Health(h) => Response::Health {
-            version,
-            request_id: h.request_id,
-        },
+        ControlResponse::Pong(p) => Response::Pong { version, request_id: p.request_id },
+        ControlResponse::Health(h) => Response::Health { version, request_id: h.request_id },
         ControlResponse::Info(i) => info(version, i),
     })
 }
@@ -240,63 +202,36 @@ fn decode_control_v9(payload: &[u8]) -> Result<Response<'static>, MessageError> 
             version,
             request_id: c.request_id,
             result: match c.reply {
-                ConnectResponseReply::Success(s) => Ok(ConnectOk {
-                    ipv4: s.ips.ipv4,
-                    ipv6: s.ips.ipv6,
-                    mtu: None,
-                }),
+                ConnectResponseReply::Success(s) => Ok(ConnectOk { ipv4: s.ips.ipv4, ipv6: s.ips.ipv6, mtu: None }),
                 ConnectResponseReply::Failure(f) => Err(f.into()),
             },
         },
         ControlResponse::Disconnect(d) => disconnect(version, d),
         ControlResponse::UnrequestedDisconnect(u) => unrequested(version, u),
-        ControlResponse::Pong(p) => Response::Pong {
-            version,
-            request_id: p.request_id,
-        },
-        ControlResponse::Health(h) => Response::Health {
-            version,
-            request_id: h.request_id,
-        },
+        ControlResponse::Pong(p) => Response::Pong { version, request_id: p.request_id },
+        ControlResponse::Health(h) => Response::Health { version, request_id: h.request_id },
         ControlResponse::Info(i) => info(version, i),
     })
 }
 
 fn disconnect(version: u8, d: r9::DisconnectResponse) -> Response<'static> {
     let success = matches!(d.reply, r9::DisconnectResponseReply::Success);
-    Response::Disconnect {
-        version,
-        request_id: d.request_id,
-        success,
-    }
+    Response::Disconnect { version, request_id: d.request_id, success }
 }
 
 fn unrequested(version: u8, u: r9::UnrequestedDisconnect) -> Response<'static> {
-    Response::UnrequestedDisconnect {
-        version,
-        reason: u.reason.to_string(),
-    }
+    Response::UnrequestedDisconnect { version, reason: u.reason.to_string() }
 }
 
 fn info(version: u8, i: r9::InfoResponse) -> Response<'static> {
     let info = match i.reply {
-        r9::InfoResponseReply::ExitPolicyFilterCheckFailed { dst } => {
-            Info::ExitPolicyDenied { dst }
+        r9::InfoResponseReply::ExitPolicyFilterCheckFailed { dst } => Info::ExitPolicyDenied { dst },
+        r9::InfoResponseReply::VersionMismatch { request_version, response_version } => {
+            Info::VersionMismatch { request: request_version, response: response_version }
         }
-        r9::InfoResponseReply::VersionMismatch {
-            request_version,
-            response_version,
-        } => Info::VersionMismatch {
-            request: request_version,
-            response: response_version,
-        },
         r9::InfoResponseReply::Generic { msg } => Info::Generic(msg),
     };
-    Response::Info {
-        version,
-        request_id: i.request_id,
-        info,
-    }
+    Response::Info { version, request_id: i.request_id, info }
 }
 
 #[cfg(test)]
@@ -328,9 +263,7 @@ pub(crate) mod tests {
     }
 
     fn decode_request(bytes: &[u8]) -> IpPacketRequest {
-        let o = bincode::DefaultOptions::new()
-            .with_big_endian()
-            .with_varint_encoding();
+        let o = bincode::DefaultOptions::new().with_big_endian().with_varint_encoding();
         o.deserialize(bytes).unwrap()
     }
 
@@ -341,12 +274,8 @@ pub(crate) mod tests {
             let req = decode_request(&c.bytes);
             assert_eq!(req.protocol.version, v);
             assert_eq!(req.id(), Some(c.request_id));
-            let IpPacketRequestData::Control(ctl) = req.data else {
-                panic!("not control")
-            };
-            let Ctl::Connect(conn) = *ctl else {
-                panic!("not connect")
-            };
+            let IpPacketRequestData::Control(ctl) = req.data else { panic!("not control") };
+            let Ctl::Connect(conn) = *ctl else { panic!("not connect") };
             assert_eq!(conn.buffer_timeout, None, "never Some(0), docs/ipr-protocol.md §2.4");
             // docs/ipr-protocol.md §1.6 layout: ver spt Ctrl Connect id None, then the 15-B
             // timestamp at most.
@@ -372,25 +301,13 @@ pub(crate) mod tests {
         let id = 0x0102_0304_0506_0708;
         let v10 = connect_ok_v10(id);
         assert_eq!(v10.len(), 36);
-        let ok = ConnectOk {
-            ipv4: Ipv4Addr::new(10, 0, 3, 7),
-            ipv6: "fc00::307".parse().unwrap(),
-            mtu: Some(1500),
-        };
-        let expect = Response::Connect {
-            version: 10,
-            request_id: id,
-            result: Ok(ok),
-        };
+        let ok = ConnectOk { ipv4: Ipv4Addr::new(10, 0, 3, 7), ipv6: "fc00::307".parse().unwrap(), mtu: Some(1500) };
+        let expect = Response::Connect { version: 10, request_id: id, result: Ok(ok) };
         assert_eq!(decode_response(&v10), Ok(expect));
 
         let v9 = connect_ok_v9(id);
         assert_eq!(v9.len(), 33);
-        let expect = Response::Connect {
-            version: 9,
-            request_id: id,
-            result: Ok(ConnectOk { mtu: None, ..ok }),
-        };
+        let expect = Response::Connect { version: 9, request_id: id, result: Ok(ConnectOk { mtu: None, ..ok }) };
         assert_eq!(decode_response(&v9), Ok(expect));
 
         // The version byte selects the tree (docs/ipr-protocol.md §1.5): swap the bytes and both
@@ -417,70 +334,33 @@ pub(crate) mod tests {
 
         let mut pong = vec![0x0a, 0x01, 0x03];
         pong.extend_from_slice(&ID);
-        assert_eq!(
-            decode_response(&pong),
-            Ok(Response::Pong {
-                version: 10,
-                request_id: 0x0102_0304_0506_0708
-            })
-        );
+        assert_eq!(decode_response(&pong), Ok(Response::Pong { version: 10, request_id: 0x0102_0304_0506_0708 }));
 
         let mut info = vec![0x0a, 0x01, 0x05, 0x00, 0x02, 0x0d];
         info.extend_from_slice(b"192.168.1.1:0");
         info.push(0x01);
         assert_eq!(info.len(), 20);
-        let expect = Response::Info {
-            version: 10,
-            request_id: 0,
-            info: Info::ExitPolicyDenied {
-                dst: "192.168.1.1:0".into(),
-            },
-        };
+        let expect =
+            Response::Info { version: 10, request_id: 0, info: Info::ExitPolicyDenied { dst: "192.168.1.1:0".into() } };
         assert_eq!(decode_response(&info), Ok(expect));
     }
 
     #[test]
     fn disconnect_and_unrequested_responses() {
         let mut ok = vec![0x09, 0x01, 0x01, 0x07, 0x00];
-        assert_eq!(
-            decode_response(&ok),
-            Ok(Response::Disconnect {
-                version: 9,
-                request_id: 7,
-                success: true
-            })
-        );
+        assert_eq!(decode_response(&ok), Ok(Response::Disconnect { version: 9, request_id: 7, success: true }));
         ok[4] = 0x01;
         ok.push(0x00); // Failure(ClientNotConnected)
-        assert_eq!(
-            decode_response(&ok),
-            Ok(Response::Disconnect {
-                version: 9,
-                request_id: 7,
-                success: false
-            })
-        );
+        assert_eq!(decode_response(&ok), Ok(Response::Disconnect { version: 9, request_id: 7, success: false }));
         let unreq = [0x0a, 0x01, 0x02, 0x00];
-        assert!(matches!(
-            decode_response(&unreq),
-            Ok(Response::UnrequestedDisconnect { version: 10, .. })
-        ));
+        assert!(matches!(decode_response(&unreq), Ok(Response::UnrequestedDisconnect { version: 10, .. })));
     }
 
     #[test]
     fn refuses_unknown_versions_and_tags() {
-        assert_eq!(
-            decode_response(&[0x08, 0x00, 0x00]),
-            Err(MessageError::UnknownVersion(8))
-        );
-        assert_eq!(
-            decode_response(&[0x0a, 0x02]),
-            Err(MessageError::UnknownTag(2))
-        );
+        assert_eq!(decode_response(&[0x08, 0x00, 0x00]), Err(MessageError::UnknownVersion(8)));
+        assert_eq!(decode_response(&[0x0a, 0x02]), Err(MessageError::UnknownTag(2)));
         assert_eq!(decode_response(&[0x0a]), Err(MessageError::Truncated));
-        assert_eq!(
-            decode_response(&[0x0a, 0x01, 0x09]),
-            Err(MessageError::Decode)
-        );
+        assert_eq!(decode_response(&[0x0a, 0x01, 0x09]), Err(MessageError::Decode));
     }
 }

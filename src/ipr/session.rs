@@ -149,16 +149,9 @@ struct Link {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Connecting {
-        version: u8,
-        request_id: u64,
-        deadline: Instant,
-    },
+    Connecting { version: u8, request_id: u64, deadline: Instant },
     Up,
-    Disconnecting {
-        request_id: u64,
-        deadline: Instant,
-    },
+    Disconnecting { request_id: u64, deadline: Instant },
     Closed,
 }
 
@@ -273,10 +266,7 @@ impl Session {
         }
         if pkt.len() > usize::from(u16::MAX) {
             self.stats.tx_oversize += 1;
-            tracing::trace!(
-                len = pkt.len(),
-                "uplink packet exceeds the u16 bundle prefix"
-            );
+            tracing::trace!(len = pkt.len(), "uplink packet exceeds the u16 bundle prefix");
             return;
         }
         self.last_uplink_ip = now;
@@ -297,9 +287,7 @@ impl Session {
         // Header right-aligned in the headroom: [.. LP 16 | IPR hdr ≤ 8][bundle].
         let mut hdr = [0u8; DATA_REQUEST_HEADER_MAX];
         let hlen = write_data_request_header(link.version, bundle_len, &mut hdr);
-        let ipr_hdr = hdr
-            .get(DATA_REQUEST_HEADER_MAX - hlen..)
-            .unwrap_or_default();
+        let ipr_hdr = hdr.get(DATA_REQUEST_HEADER_MAX - hlen..).unwrap_or_default();
         let start = HEADROOM - ipr_hdr.len() - LP_HEADER_LEN;
         let lp = LpHeader::data(self.cfg.stream_id, self.next_tx_seq()).encode();
         for (dst, src) in buf.iter_mut().skip(start).zip(lp.iter().chain(ipr_hdr)) {
@@ -331,9 +319,7 @@ impl Session {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Connecting { deadline, .. } | Phase::Disconnecting { deadline, .. } => {
-                Some(deadline)
-            }
+            Phase::Connecting { deadline, .. } | Phase::Disconnecting { deadline, .. } => Some(deadline),
             Phase::Up => {
                 let keepalive = self.keepalive_due();
                 let dead = self.dead_due();
@@ -346,9 +332,7 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
         match self.phase {
-            Phase::Connecting {
-                version, deadline, ..
-            } if now >= deadline => {
+            Phase::Connecting { version, deadline, .. } if now >= deadline => {
                 if version == 10 {
                     tracing::info!(after = ?self.cfg.v10_timeout, "no v10 connect reply, falling back to v9");
                     self.start_connect(9);
@@ -390,10 +374,7 @@ impl Session {
             Ok(req) => {
                 self.queue_control(&req.bytes);
                 let deadline = self.now + self.cfg.v10_timeout;
-                self.phase = Phase::Disconnecting {
-                    request_id: req.request_id,
-                    deadline,
-                };
+                self.phase = Phase::Disconnecting { request_id: req.request_id, deadline };
             }
             Err(_) => {
                 self.phase = Phase::Closed;
@@ -437,17 +418,9 @@ impl Session {
             Ok(req) => {
                 self.queue_control(&req.bytes);
                 self.stats.connect_attempts += 1;
-                let wait = if version == 10 {
-                    self.cfg.v10_timeout
-                } else {
-                    self.cfg.v9_timeout
-                };
+                let wait = if version == 10 { self.cfg.v10_timeout } else { self.cfg.v9_timeout };
                 let deadline = self.now + wait;
-                self.phase = Phase::Connecting {
-                    version,
-                    request_id: req.request_id,
-                    deadline,
-                };
+                self.phase = Phase::Connecting { version, request_id: req.request_id, deadline };
             }
             Err(_) => {
                 self.phase = Phase::Closed;
@@ -485,11 +458,7 @@ impl Session {
     }
 
     fn push_packet(&mut self, pkt: &[u8]) {
-        if self
-            .cur
-            .as_ref()
-            .is_some_and(|b| !self.bundler.has_room(b, pkt.len()))
-        {
+        if self.cur.as_ref().is_some_and(|b| !self.bundler.has_room(b, pkt.len())) {
             self.flush();
         }
         let mut buf = match self.cur.take() {

@@ -69,11 +69,7 @@ impl TxRing {
     /// A ring of at most `cap` data messages (1..=[`TX_RING_CAP`]).
     pub fn with_cap(cap: usize) -> Self {
         let cap = cap.clamp(1, TX_RING_CAP);
-        TxRing {
-            queue: VecDeque::with_capacity(cap),
-            free: Vec::with_capacity(FREE_CAP),
-            cap,
-        }
+        TxRing { queue: VecDeque::with_capacity(cap), free: Vec::with_capacity(FREE_CAP), cap }
     }
 
     /// An empty buffer for a new message (recycled when possible).
@@ -99,12 +95,7 @@ impl TxRing {
         let mut outcome = Pushed::Queued;
         if self.queue.len() >= self.cap {
             // Skip index 0: it may be in flight between poll_transmit and pop_transmit.
-            let victim = self
-                .queue
-                .iter()
-                .skip(1)
-                .position(|s| s.kind == Kind::Data)
-                .map(|i| i + 1);
+            let victim = self.queue.iter().skip(1).position(|s| s.kind == Kind::Data).map(|i| i + 1);
             match (victim, kind) {
                 (Some(i), _) => {
                     if let Some(old) = self.queue.remove(i) {
@@ -125,9 +116,7 @@ impl TxRing {
 
     /// The oldest queued message and its kind.
     pub fn front(&self) -> Option<(&[u8], Kind)> {
-        self.queue
-            .front()
-            .map(|s| (s.buf.get(s.start..).unwrap_or(&[]), s.kind))
+        self.queue.front().map(|s| (s.buf.get(s.start..).unwrap_or(&[]), s.kind))
     }
 
     /// Remove the oldest message; returns its length and kind.
@@ -205,11 +194,7 @@ mod tests {
             f
         })
         .collect();
-        assert_eq!(
-            &order[..3],
-            &[0, 1, 3],
-            "message 2 (oldest data after the front) evicted"
-        );
+        assert_eq!(&order[..3], &[0, 1, 3], "message 2 (oldest data after the front) evicted");
         assert_eq!(*order.last().unwrap(), 0xee);
     }
 

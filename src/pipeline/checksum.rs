@@ -45,10 +45,7 @@ impl Delta {
     pub(crate) fn bytes(&mut self, old: &[u8], new: &[u8]) {
         debug_assert_eq!(old.len(), new.len());
         for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-            self.word(
-                u16::from_be_bytes([o[0], o[1]]),
-                u16::from_be_bytes([n[0], n[1]]),
-            );
+            self.word(u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([n[0], n[1]]));
         }
     }
 
@@ -139,10 +136,7 @@ pub(crate) fn set16(buf: &mut [u8], off: usize, new: u16, delta: &mut Delta) {
 
 /// Overwrite an even-aligned byte string (an address) and record the change into `delta`.
 pub(crate) fn set_bytes(buf: &mut [u8], off: usize, new: &[u8], delta: &mut Delta) {
-    if let Some(dst) = off
-        .checked_add(new.len())
-        .and_then(|end| buf.get_mut(off..end))
-    {
+    if let Some(dst) = off.checked_add(new.len()).and_then(|end| buf.get_mut(off..end)) {
         let mut old = [0u8; 16];
         let old = &mut old[..new.len().min(16)];
         old.copy_from_slice(&dst[..old.len()]);
@@ -161,9 +155,7 @@ mod tests {
 
     #[test]
     fn incremental_matches_full_even_and_odd() {
-        let mut data: Vec<u8> = (0u8..64)
-            .map(|i| i.wrapping_mul(37).wrapping_add(11))
-            .collect();
+        let mut data: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
         data[10] = 0;
         data[11] = 0;
         let ck = full(&data);

@@ -45,22 +45,14 @@ pub(crate) struct TokenBucket {
 impl TokenBucket {
     pub(crate) fn new(per_sec: u32, burst: u32) -> Self {
         let burst = u64::from(burst.max(1));
-        TokenBucket {
-            per_sec: u64::from(per_sec),
-            burst,
-            nanotokens: burst * 1_000_000_000,
-            last: None,
-        }
+        TokenBucket { per_sec: u64::from(per_sec), burst, nanotokens: burst * 1_000_000_000, last: None }
     }
 
     pub(crate) fn take(&mut self, now: Instant) -> bool {
         if let Some(last) = self.last {
-            let ns =
-                u64::try_from(now.saturating_duration_since(last).as_nanos()).unwrap_or(u64::MAX);
-            self.nanotokens = self
-                .nanotokens
-                .saturating_add(ns.saturating_mul(self.per_sec))
-                .min(self.burst * 1_000_000_000);
+            let ns = u64::try_from(now.saturating_duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+            self.nanotokens =
+                self.nanotokens.saturating_add(ns.saturating_mul(self.per_sec)).min(self.burst * 1_000_000_000);
         }
         self.last = Some(now);
         if self.nanotokens >= 1_000_000_000 {
@@ -163,12 +155,7 @@ pub(crate) fn embedded(buf: &[u8], view: &View, side: Side) -> Option<Embedded> 
                 return None;
             }
             match walk_ext(q, nh, 40) {
-                Ok(w) => (
-                    Family::V6,
-                    w.l4_off,
-                    w.proto,
-                    w.frag.is_none_or(|f| f.offset == 0),
-                ),
+                Ok(w) => (Family::V6, w.l4_off, w.proto, w.frag.is_none_or(|f| f.offset == 0)),
                 Err(_) => (Family::V6, q.len(), 0, false),
             }
         }
@@ -187,9 +174,7 @@ pub(crate) fn embedded(buf: &[u8], view: &View, side: Side) -> Option<Embedded> 
         PROTO_TCP => Some(Kind::Tcp),
         PROTO_UDP => Some(Kind::Udp),
         PROTO_ICMP if fam == Family::V4 && matches!(l4.first(), Some(0 | 8)) => Some(Kind::Icmp),
-        PROTO_ICMPV6 if fam == Family::V6 && matches!(l4.first(), Some(128 | 129)) => {
-            Some(Kind::Icmp)
-        }
+        PROTO_ICMPV6 if fam == Family::V6 && matches!(l4.first(), Some(128 | 129)) => Some(Kind::Icmp),
         _ => None,
     };
     let port_rel = match (port, side) {
@@ -198,16 +183,7 @@ pub(crate) fn embedded(buf: &[u8], view: &View, side: Side) -> Option<Embedded> 
         (_, Side::Dst) => 2,
     };
     let port = port.and_then(|kind| Some((kind, read16(l4, port_rel)?)));
-    Some(Embedded {
-        fam,
-        ip_off,
-        addr_off: ip_off + addr_rel,
-        l4_off: ip_off + rel_l4,
-        proto,
-        addr,
-        port,
-        port_rel,
-    })
+    Some(Embedded { fam, ip_off, addr_off: ip_off + addr_rel, l4_off: ip_off + rel_l4, proto, addr, port, port_rel })
 }
 
 /// Rewrite the quoted endpoint to `new_addr` / `new_port` and the outer address at `outer_off`
@@ -246,13 +222,7 @@ pub(crate) fn rewrite_error(
     }
     match emb.proto {
         PROTO_TCP => patch_recording(buf, emb.l4_off + 16, l4_delta, &mut outer_icmp, false),
-        PROTO_UDP => patch_recording(
-            buf,
-            emb.l4_off + 6,
-            l4_delta,
-            &mut outer_icmp,
-            emb.fam == Family::V4,
-        ),
+        PROTO_UDP => patch_recording(buf, emb.l4_off + 6, l4_delta, &mut outer_icmp, emb.fam == Family::V4),
         PROTO_ICMP | PROTO_ICMPV6 if emb.port.is_some() => {
             patch_recording(buf, emb.l4_off + 2, l4_delta, &mut outer_icmp, false)
         }

@@ -345,23 +345,16 @@ impl Pipeline {
         from_tun: bool,
     ) -> Result<(usize, View), DropReason> {
         let r = if from_tun {
-            self.reasm_tun
-                .push(pkt, view, now, &mut self.scratch, &mut self.stats)
+            self.reasm_tun.push(pkt, view, now, &mut self.scratch, &mut self.stats)
         } else {
-            self.reasm_exit
-                .push(pkt, view, now, &mut self.scratch, &mut self.stats)
+            self.reasm_exit.push(pkt, view, now, &mut self.scratch, &mut self.stats)
         };
         match r? {
             Push::Stored if from_tun => Err(DropReason::FragStoredTun),
             Push::Stored => Err(DropReason::FragStoredExit),
             Push::Complete(n) => {
-                let malformed = if from_tun {
-                    DropReason::MalformedTun
-                } else {
-                    DropReason::MalformedExit
-                };
-                let whole = packet::parse(self.scratch.get(..n).unwrap_or_default())
-                    .map_err(|_| malformed)?;
+                let malformed = if from_tun { DropReason::MalformedTun } else { DropReason::MalformedExit };
+                let whole = packet::parse(self.scratch.get(..n).unwrap_or_default()).map_err(|_| malformed)?;
                 // A second fragment header inside a reassembled datagram is not legitimate.
                 if whole.frag.is_some() {
                     return Err(malformed);
@@ -390,10 +383,6 @@ impl Pipeline {
     /// NAT mappings currently held: (TCP, UDP, ICMP).
     pub fn nat_entries(&self) -> (usize, usize, usize) {
         use crate::pipeline::nat::Kind;
-        (
-            self.nat.len(Kind::Tcp),
-            self.nat.len(Kind::Udp),
-            self.nat.len(Kind::Icmp),
-        )
+        (self.nat.len(Kind::Tcp), self.nat.len(Kind::Udp), self.nat.len(Kind::Icmp))
     }
 }

@@ -82,9 +82,7 @@ mod tests {
             let mut s = seg(opts);
             let hl = s.len();
             assert_eq!(clamp(&mut s, hl, 1380), Some((1460, 1380)));
-            assert!(TcpPacket::new_checked(&s[..])
-                .unwrap()
-                .verify_checksum(&SRC, &DST));
+            assert!(TcpPacket::new_checked(&s[..]).unwrap().verify_checksum(&SRC, &DST));
             assert_eq!(clamp(&mut s, hl, 1380), None);
         }
     }

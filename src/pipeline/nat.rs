@@ -137,9 +137,7 @@ impl Nat {
             return Ok((e.ext, false));
         }
         if self.count[kind as usize] >= self.max(kind) {
-            let due = self
-                .last_sweep
-                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_INTERVAL);
+            let due = self.last_sweep.is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_INTERVAL);
             if due {
                 self.expire(now);
             }
@@ -148,9 +146,7 @@ impl Nat {
             }
         }
         let v6 = local.is_ipv6();
-        let ext = self
-            .pick_port(kind, v6, port)
-            .ok_or(NatError::PortsExhausted)?;
+        let ext = self.pick_port(kind, v6, port).ok_or(NatError::PortsExhausted)?;
         let tcp = if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
             TcpState::Closing
         } else if tcp_flags & TCP_SYN != 0 {
@@ -158,29 +154,14 @@ impl Nat {
         } else {
             TcpState::Established
         };
-        self.out.insert(
-            key,
-            Entry {
-                ext,
-                last: now,
-                tcp,
-            },
-        );
-        self.inb.insert(
-            InKey {
-                kind,
-                v6,
-                port: ext,
-            },
-            key,
-        );
+        self.out.insert(key, Entry { ext, last: now, tcp });
+        self.inb.insert(InKey { kind, v6, port: ext }, key);
         self.count[kind as usize] += 1;
         Ok((ext, true))
     }
 
     fn pick_port(&mut self, kind: Kind, v6: bool, want: u16) -> Option<u16> {
-        let free =
-            |p: u16, inb: &HashMap<InKey, OutKey>| !inb.contains_key(&InKey { kind, v6, port: p });
+        let free = |p: u16, inb: &HashMap<InKey, OutKey>| !inb.contains_key(&InKey { kind, v6, port: p });
         if free(want, &self.inb) {
             return Some(want);
         }
@@ -191,9 +172,7 @@ impl Nat {
             _ if want < 1024 => 1..=1023,
             _ => 1024..=u16::MAX,
         };
-        (0..PORT_PROBES)
-            .map(|_| self.rng.gen_range(range.clone()))
-            .find(|&p| free(p, &self.inb))
+        (0..PORT_PROBES).map(|_| self.rng.gen_range(range.clone())).find(|&p| free(p, &self.inb))
     }
 
     /// Reverse lookup for an inbound packet, refreshing the mapping. Inbound refresh is allowed
@@ -206,18 +185,12 @@ impl Nat {
         tcp_flags: u8,
         now: Instant,
     ) -> Option<(IpAddr, u16)> {
-        let key = *self.inb.get(&InKey {
-            kind,
-            v6,
-            port: ext,
-        })?;
+        let key = *self.inb.get(&InKey { kind, v6, port: ext })?;
         let e = self.out.get_mut(&key)?;
         e.last = now;
         e.tcp = match (e.tcp, kind) {
             // Any answer to our SYN makes the connection established (unless it is a RST).
-            (TcpState::Opening, Kind::Tcp) if tcp_flags & (TCP_FIN | TCP_RST) == 0 => {
-                TcpState::Established
-            }
+            (TcpState::Opening, Kind::Tcp) if tcp_flags & (TCP_FIN | TCP_RST) == 0 => TcpState::Established,
             (s, _) => next_state(s, tcp_flags),
         };
         Some((key.local, key.port))
@@ -225,13 +198,7 @@ impl Nat {
 
     /// Reverse lookup without refresh (for ICMP errors, which must not keep a mapping alive).
     pub(crate) fn peek_inbound(&self, kind: Kind, v6: bool, ext: u16) -> Option<(IpAddr, u16)> {
-        self.inb
-            .get(&InKey {
-                kind,
-                v6,
-                port: ext,
-            })
-            .map(|k| (k.local, k.port))
+        self.inb.get(&InKey { kind, v6, port: ext }).map(|k| (k.local, k.port))
     }
 
     /// Forward lookup without creating or refreshing.
@@ -268,11 +235,7 @@ impl Nat {
             };
             let keep = now.saturating_duration_since(e.last) < t;
             if !keep {
-                inb.remove(&InKey {
-                    kind: k.kind,
-                    v6: k.local.is_ipv6(),
-                    port: e.ext,
-                });
+                inb.remove(&InKey { kind: k.kind, v6: k.local.is_ipv6(), port: e.ext });
                 count[k.kind as usize] -= 1;
             }
             keep
@@ -325,10 +288,7 @@ mod tests {
 
     #[test]
     fn full_table_expires_then_refuses() {
-        let limits = Limits {
-            nat_udp_entries: 2,
-            ..Limits::default()
-        };
+        let limits = Limits { nat_udp_entries: 2, ..Limits::default() };
         let mut n = nat(limits);
         let t = Instant::now();
         let a = IpAddr::V4(Ipv4Addr::new(100, 86, 0, 2));
@@ -351,14 +311,7 @@ mod tests {
         n.outbound(Kind::Tcp, a, 40000, TCP_SYN, t).unwrap();
         n.outbound(Kind::Tcp, a, 40001, TCP_SYN, t).unwrap();
         // Answer to the second connection: established.
-        n.inbound(
-            Kind::Tcp,
-            false,
-            40001,
-            TCP_SYN | crate::pipeline::packet::TCP_ACK,
-            t,
-        )
-        .unwrap();
+        n.inbound(Kind::Tcp, false, 40001, TCP_SYN | crate::pipeline::packet::TCP_ACK, t).unwrap();
         assert_eq!(n.expire(t + l.tcp_transitory_timeout), 1);
         assert_eq!(n.peek_inbound(Kind::Tcp, false, 40001), Some((a, 40001)));
         n.outbound(Kind::Tcp, a, 40001, TCP_FIN, t).unwrap();

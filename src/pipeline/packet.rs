@@ -156,17 +156,8 @@ fn parse_v4(buf: &[u8]) -> Result<View, ParseError> {
     let dst = IpAddr::V4(ip.dst_addr());
     let offset = usize::from(ip.frag_offset());
     let more = ip.more_frags();
-    let mut view = View {
-        fam: Family::V4,
-        src,
-        dst,
-        len,
-        l4_off: hl,
-        proto,
-        df: ip.dont_frag(),
-        frag: None,
-        l4: L4::Other,
-    };
+    let mut view =
+        View { fam: Family::V4, src, dst, len, l4_off: hl, proto, df: ip.dont_frag(), frag: None, l4: L4::Other };
     if more || offset != 0 {
         view.frag = Some(Frag {
             offset,
@@ -234,19 +225,9 @@ pub(crate) fn walk_ext(buf: &[u8], mut nh: u8, mut off: usize) -> Result<ExtWalk
                     nh_off,
                     next_header: h[0],
                 };
-                return Ok(ExtWalk {
-                    proto: h[0],
-                    l4_off: off + 8,
-                    frag: Some(frag),
-                });
+                return Ok(ExtWalk { proto: h[0], l4_off: off + 8, frag: Some(frag) });
             }
-            _ => {
-                return Ok(ExtWalk {
-                    proto: nh,
-                    l4_off: off,
-                    frag: None,
-                })
-            }
+            _ => return Ok(ExtWalk { proto: nh, l4_off: off, frag: None }),
         };
         let next = *buf.get(off).ok_or(ParseError::ExtHeader)?;
         if off + hdr_len > buf.len() {
@@ -273,10 +254,7 @@ fn parse_l4(fam: Family, proto: u8, l4: &[u8]) -> Result<L4, ParseError> {
         }
         (PROTO_UDP, _) => {
             let udp = UdpPacket::new_checked(l4).map_err(|_| ParseError::Transport)?;
-            Ok(L4::Udp {
-                sport: udp.src_port(),
-                dport: udp.dst_port(),
-            })
+            Ok(L4::Udp { sport: udp.src_port(), dport: udp.dst_port() })
         }
         (PROTO_ICMP, Family::V4) | (PROTO_ICMPV6, Family::V6) => icmp_kind(fam, l4),
         _ => Ok(L4::Other),
@@ -298,10 +276,7 @@ pub(crate) fn icmp_kind(fam: Family, l4: &[u8]) -> Result<L4, ParseError> {
     if ty == echo_req || ty == echo_rep || is_error {
         let id = crate::pipeline::checksum::read16(l4, 4);
         match (id, l4.len() >= 8) {
-            (Some(id), true) if !is_error => Ok(L4::Echo {
-                request: ty == echo_req,
-                id,
-            }),
+            (Some(id), true) if !is_error => Ok(L4::Echo { request: ty == echo_req, id }),
             (Some(_), true) => Ok(L4::IcmpError),
             _ => Err(ParseError::Transport),
         }
@@ -388,12 +363,6 @@ mod tests {
         p[60..62].copy_from_slice(&8u16.to_be_bytes());
         let v = parse(&p).unwrap();
         assert_eq!(v.l4_off, 56);
-        assert_eq!(
-            v.l4,
-            L4::Udp {
-                sport: 53,
-                dport: 5353
-            }
-        );
+        assert_eq!(v.l4, L4::Udp { sport: 53, dport: 5353 });
     }
 }

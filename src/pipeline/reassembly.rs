@@ -85,10 +85,7 @@ struct Datagram {
 
 impl Datagram {
     fn cost(&self) -> usize {
-        DATAGRAM_OVERHEAD
-            + self.header.capacity()
-            + self.data.capacity()
-            + self.frags.capacity() * 16
+        DATAGRAM_OVERHEAD + self.header.capacity() + self.data.capacity() + self.frags.capacity() * 16
     }
 }
 
@@ -100,11 +97,7 @@ pub(crate) struct Reassembler {
 
 impl Reassembler {
     pub(crate) fn new(limits: Limits) -> Self {
-        Reassembler {
-            table: HashMap::with_capacity(limits.frag_datagrams),
-            mem: 0,
-            limits,
-        }
+        Reassembler { table: HashMap::with_capacity(limits.frag_datagrams), mem: 0, limits }
     }
 
     /// Bytes currently charged against the memory cap.
@@ -135,11 +128,7 @@ impl Reassembler {
         let key = Key {
             src: view.src,
             dst: view.dst,
-            proto: if view.fam == Family::V4 {
-                view.proto
-            } else {
-                0
-            },
+            proto: if view.fam == Family::V4 { view.proto } else { 0 },
             ident: frag.ident,
         };
         if let Some(d) = self.table.get(&key) {
@@ -212,12 +201,7 @@ impl Reassembler {
 
     /// Evict the oldest datagram other than `keep`; false if there is none.
     fn evict_oldest(&mut self, keep: Option<Key>) -> bool {
-        let oldest = self
-            .table
-            .iter()
-            .filter(|(k, _)| Some(**k) != keep)
-            .min_by_key(|(_, d)| d.first)
-            .map(|(k, _)| *k);
+        let oldest = self.table.iter().filter(|(k, _)| Some(**k) != keep).min_by_key(|(_, d)| d.first).map(|(k, _)| *k);
         match oldest {
             Some(k) => self.remove(&k).is_some(),
             None => false,
@@ -245,14 +229,7 @@ impl Reassembler {
     }
 }
 
-fn insert(
-    d: &mut Datagram,
-    pkt: &[u8],
-    view: &View,
-    start: usize,
-    end: usize,
-    data: &[u8],
-) -> Result<(), FragError> {
+fn insert(d: &mut Datagram, pkt: &[u8], view: &View, start: usize, end: usize, data: &[u8]) -> Result<(), FragError> {
     if d.frags.contains(&(start, end)) {
         return Ok(()); // exact duplicate: a retransmission, harmless
     }

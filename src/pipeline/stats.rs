@@ -102,13 +102,7 @@ mod tests {
     #[test]
     fn dropped_sums_packet_drops_only() {
         // frag_stored_* is consumption, frag_timeout / frag_memory count datagrams.
-        let s = Stats {
-            malformed_tun: 2,
-            no_mapping: 3,
-            frag_stored_tun: 9,
-            frag_timeout: 1,
-            ..Stats::default()
-        };
+        let s = Stats { malformed_tun: 2, no_mapping: 3, frag_stored_tun: 9, frag_timeout: 1, ..Stats::default() };
         assert_eq!(s.dropped(), 5);
         fn assert_serialize<T: Serialize + Copy + Default>() {}
         assert_serialize::<Stats>();

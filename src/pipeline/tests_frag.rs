@@ -12,14 +12,7 @@ use crate::pipeline::tests::*;
 use crate::pipeline::{Action, Pipeline};
 
 /// A whole UDP packet with `len` bytes of patterned payload and a valid checksum.
-pub(super) fn udp_packet(
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    dport: u16,
-    len: usize,
-    df: bool,
-) -> Vec<u8> {
+pub(super) fn udp_packet(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, len: usize, df: bool) -> Vec<u8> {
     let hl = if src.is_ipv4() { 20 } else { 40 };
     let mut p = vec![0u8; hl + 8 + len];
     match (src, dst) {
@@ -50,8 +43,7 @@ pub(super) fn udp_packet(
     for (i, b) in p[hl + 8..].iter_mut().enumerate() {
         *b = (i * 7 + 3) as u8;
     }
-    UdpPacket::new_unchecked(&mut p[hl..])
-        .fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
+    UdpPacket::new_unchecked(&mut p[hl..]).fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
     p
 }
 
@@ -66,8 +58,7 @@ pub(super) fn frag_v4(p: &[u8], chunk: usize) -> Vec<Vec<u8>> {
             let off = i * chunk;
             let more = off + c.len() < data.len();
             f[2..4].copy_from_slice(&((20 + c.len()) as u16).to_be_bytes());
-            let field =
-                (u16::from(p[6] & 0x40) << 8) | if more { 0x2000 } else { 0 } | (off / 8) as u16;
+            let field = (u16::from(p[6] & 0x40) << 8) | if more { 0x2000 } else { 0 } | (off / 8) as u16;
             f[6..8].copy_from_slice(&field.to_be_bytes());
             Ipv4Packet::new_unchecked(&mut f[..]).fill_checksum();
             f
@@ -110,11 +101,7 @@ fn feed(p: &mut Pipeline, frags: &[Vec<u8>], from_tun: bool) -> Vec<u8> {
     let (last, rest) = frags.split_last().unwrap();
     for f in rest {
         let mut f = f.clone();
-        let a = if from_tun {
-            p.from_tun(&mut f, now)
-        } else {
-            p.from_exit(&mut f, now)
-        };
+        let a = if from_tun { p.from_tun(&mut f, now) } else { p.from_exit(&mut f, now) };
         assert_eq!(a, Action::Drop);
     }
     let mut f = last.clone();
@@ -132,11 +119,7 @@ fn v4_fragments_reassembled_both_ways() {
     let mut frags = frag_v4(&orig, 1480);
     frags.swap(0, 2); // out of order: last fragment first
     let whole = feed(&mut p, &frags, true);
-    assert_eq!(
-        whole.len(),
-        orig.len(),
-        "forwarded whole although larger than the MTU"
-    );
+    assert_eq!(whole.len(), orig.len(), "forwarded whole although larger than the MTU");
     assert_valid(&whole);
     assert_eq!(&whole[6..8], &[0, 0], "MF and offset cleared");
     assert_eq!(&whole[12..16], &EXT4.octets());
@@ -183,17 +166,9 @@ fn random_order_and_sizes_reassemble() {
         let len = rng.gen_range(100..20000);
         let chunk = rng.gen_range(1..200) * 8;
         let v6 = i % 2 == 1;
-        let (src, dst) = if v6 {
-            (IpAddr::V6(LOCAL6), remote6())
-        } else {
-            (IpAddr::V4(LOCAL4), remote4())
-        };
+        let (src, dst) = if v6 { (IpAddr::V6(LOCAL6), remote6()) } else { (IpAddr::V4(LOCAL4), remote4()) };
         let orig = udp_packet(src, dst, 4000, 9000, len, false);
-        let mut frags = if v6 {
-            frag_v6(&orig, chunk, i)
-        } else {
-            frag_v4(&orig, chunk)
-        };
+        let mut frags = if v6 { frag_v6(&orig, chunk, i) } else { frag_v4(&orig, chunk) };
         if frags.len() > 128 || (frags.len() < 2 && !v6) {
             continue; // beyond the per-datagram bound, or not fragmented at all
         }
@@ -266,28 +241,19 @@ fn memory_cap_evicts_oldest() {
     let mut p = Pipeline::with_seed(c, 1);
     p.set_allocated(EXT4, None);
     let now = t0();
-    let a = frag_v4(
-        &udp_packet(IpAddr::V4(LOCAL4), remote4(), 1, 2, 6000, false),
-        1480,
-    );
+    let a = frag_v4(&udp_packet(IpAddr::V4(LOCAL4), remote4(), 1, 2, 6000, false), 1480);
     let mut b_orig = udp_packet(IpAddr::V4(LOCAL4), remote4(), 3, 4, 6000, false);
     b_orig[4] = 0x11; // another IP identification
     Ipv4Packet::new_unchecked(&mut b_orig[..]).fill_checksum();
     let b = frag_v4(&b_orig, 1480);
     // A's last fragment reserves ~6 KiB; B's last fragment forces A out.
     assert_eq!(p.from_tun(&mut a[4].clone(), now), Action::Drop);
-    assert_eq!(
-        p.from_tun(&mut b[4].clone(), now + Duration::from_millis(1)),
-        Action::Drop
-    );
+    assert_eq!(p.from_tun(&mut b[4].clone(), now + Duration::from_millis(1)), Action::Drop);
     assert_eq!(p.stats().frag_memory, 1);
     assert!(p.reassembly_memory() <= 8 * 1024);
     // B still completes.
     for f in &b[..3] {
         assert_eq!(p.from_tun(&mut f.clone(), now), Action::Drop);
     }
-    assert!(matches!(
-        p.from_tun(&mut b[3].clone(), now),
-        Action::ToExit(_)
-    ));
+    assert!(matches!(p.from_tun(&mut b[3].clone(), now), Action::ToExit(_)));
 }

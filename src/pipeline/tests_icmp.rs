@@ -18,14 +18,7 @@ fn router6() -> Ipv6Addr {
 }
 
 /// An ICMPv4 error from `src` to `dst` quoting `quote`.
-fn icmp4_error(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ty: u8,
-    code: u8,
-    word: [u8; 4],
-    quote: &[u8],
-) -> Vec<u8> {
+fn icmp4_error(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, word: [u8; 4], quote: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 28];
     p[0] = 0x45;
     p[2..4].copy_from_slice(&((28 + quote.len()) as u16).to_be_bytes());
@@ -60,50 +53,25 @@ fn icmp6_error(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, word: [u8; 4], quote: &[u8]
 #[test]
 fn too_big_v4_df_answers_frag_needed() {
     let mut p = pipe(1280);
-    let orig = udp_packet(
-        IpAddr::V4(LOCAL4),
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
-        1,
-        2,
-        1400,
-        true,
-    );
+    let orig = udp_packet(IpAddr::V4(LOCAL4), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), 1, 2, 1400, true);
     let icmp = tun(p.from_tun(&mut orig.clone(), t0()));
     assert_valid(&icmp);
     assert!(icmp.len() <= 576);
-    assert_eq!(
-        &icmp[12..16],
-        &orig[16..20],
-        "from the original destination"
-    );
+    assert_eq!(&icmp[12..16], &orig[16..20], "from the original destination");
     assert_eq!(&icmp[16..20], &orig[12..16], "to the original source");
     assert_eq!(&icmp[20..22], &[3, 4]);
     assert_eq!(&icmp[26..28], &1280u16.to_be_bytes());
     assert_eq!(&icmp[28..], &orig[..icmp.len() - 28]);
     assert_eq!(p.stats().too_big_sent, 1);
     // Without DF the exit may fragment: forwarded whole.
-    let nodf = udp_packet(
-        IpAddr::V4(LOCAL4),
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
-        1,
-        2,
-        1400,
-        false,
-    );
+    let nodf = udp_packet(IpAddr::V4(LOCAL4), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), 1, 2, 1400, false);
     assert_eq!(out(p.from_tun(&mut nodf.clone(), t0())).len(), nodf.len());
 }
 
 #[test]
 fn too_big_v6_answers_packet_too_big() {
     let mut p = pipe(1280);
-    let orig = udp_packet(
-        IpAddr::V6(LOCAL6),
-        IpAddr::V6("2001:db8::9".parse().unwrap()),
-        1,
-        2,
-        1400,
-        false,
-    );
+    let orig = udp_packet(IpAddr::V6(LOCAL6), IpAddr::V6("2001:db8::9".parse().unwrap()), 1, 2, 1400, false);
     let icmp = tun(p.from_tun(&mut orig.clone(), t0()));
     assert_valid(&icmp);
     assert_eq!(icmp.len(), 1280);
@@ -121,41 +89,15 @@ fn too_big_is_rate_limited_and_never_about_errors() {
     let mut p = Pipeline::with_seed(c, 1);
     p.set_allocated(EXT4, Some(EXT6));
     let now = t0();
-    let big = udp_packet(
-        IpAddr::V4(LOCAL4),
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
-        1,
-        2,
-        1400,
-        true,
-    );
-    assert!(matches!(
-        p.from_tun(&mut big.clone(), now),
-        Action::ToTun(_)
-    ));
-    assert!(matches!(
-        p.from_tun(&mut big.clone(), now),
-        Action::ToTun(_)
-    ));
+    let big = udp_packet(IpAddr::V4(LOCAL4), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), 1, 2, 1400, true);
+    assert!(matches!(p.from_tun(&mut big.clone(), now), Action::ToTun(_)));
+    assert!(matches!(p.from_tun(&mut big.clone(), now), Action::ToTun(_)));
     assert_eq!(p.from_tun(&mut big.clone(), now), Action::Drop);
-    assert!(matches!(
-        p.from_tun(&mut big.clone(), now + std::time::Duration::from_secs(1)),
-        Action::ToTun(_)
-    ));
-    let mut err = icmp4_error(
-        LOCAL4,
-        Ipv4Addr::new(192, 0, 2, 9),
-        3,
-        3,
-        [0; 4],
-        &big[..1300],
-    );
+    assert!(matches!(p.from_tun(&mut big.clone(), now + std::time::Duration::from_secs(1)), Action::ToTun(_)));
+    let mut err = icmp4_error(LOCAL4, Ipv4Addr::new(192, 0, 2, 9), 3, 3, [0; 4], &big[..1300]);
     err[6] = 0x40;
     Ipv4Packet::new_unchecked(&mut err[..]).fill_checksum();
-    assert_eq!(
-        p.from_tun(&mut err, now + std::time::Duration::from_secs(9)),
-        Action::Drop
-    );
+    assert_eq!(p.from_tun(&mut err, now + std::time::Duration::from_secs(9)), Action::Drop);
     assert_eq!(p.stats().too_big_dropped, 2);
 }
 
@@ -172,17 +114,9 @@ fn inbound_time_exceeded_restores_quoted_udp_of_forwarded_host() {
         let mut err = icmp4_error(ROUTER4, EXT4, 11, 0, [0; 4], &sent[..quote_len]);
         let back = tun(p.from_exit(&mut err, now));
         assert_valid(&back);
-        assert_eq!(
-            &back[12..16],
-            &ROUTER4.octets(),
-            "the router stays the source"
-        );
+        assert_eq!(&back[12..16], &ROUTER4.octets(), "the router stays the source");
         assert_eq!(&back[16..20], &[192, 168, 7, 9]);
-        assert_eq!(
-            &back[28..],
-            &orig[..quote_len],
-            "quoted packet is the original again"
-        );
+        assert_eq!(&back[28..], &orig[..quote_len], "quoted packet is the original again");
     }
     assert_eq!(p.stats().icmp_errors_in, 2);
 }
@@ -237,22 +171,11 @@ fn outbound_port_unreachable_quotes_exit_side_packet() {
     let reply = mirror(&sent);
     let delivered = tun(p.from_exit(&mut reply.clone(), now));
     // The local host answers "port unreachable" about the delivered reply.
-    let mut err = icmp4_error(
-        LOCAL4,
-        Ipv4Addr::new(192, 0, 2, 53),
-        3,
-        3,
-        [0; 4],
-        &delivered,
-    );
+    let mut err = icmp4_error(LOCAL4, Ipv4Addr::new(192, 0, 2, 53), 3, 3, [0; 4], &delivered);
     let o = out(p.from_tun(&mut err, now));
     assert_valid(&o);
     assert_eq!(&o[12..16], &EXT4.octets());
-    assert_eq!(
-        &o[28..],
-        &reply[..],
-        "quote is the packet as the exit sent it"
-    );
+    assert_eq!(&o[28..], &reply[..], "quote is the packet as the exit sent it");
     assert_eq!(p.stats().icmp_errors_out, 1);
 }
 
@@ -283,31 +206,14 @@ fn never_panics_on_random_or_mutated_input() {
             }
         }
     }
-    let big4 = udp_packet(
-        IpAddr::V4(LOCAL4),
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
-        1,
-        2,
-        3000,
-        false,
-    );
-    let big6 = udp_packet(
-        IpAddr::V6(LOCAL6),
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
-        1,
-        2,
-        3000,
-        false,
-    );
+    let big4 = udp_packet(IpAddr::V4(LOCAL4), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), 1, 2, 3000, false);
+    let big6 = udp_packet(IpAddr::V6(LOCAL6), IpAddr::V6(Ipv6Addr::LOCALHOST), 1, 2, 3000, false);
     seeds.extend(frag_v4(&big4, 1480));
     seeds.extend(frag_v6(&big6, 1232, 9));
     seeds.push(big4);
 
     // PIPELINE_PROPTEST_ITERS raises the count for a longer local run.
-    let iters = std::env::var("PIPELINE_PROPTEST_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40_000u32);
+    let iters = std::env::var("PIPELINE_PROPTEST_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000u32);
     for i in 0..iters {
         let mut buf = if i % 4 == 0 {
             let len = rng.gen_range(0..120);
@@ -339,11 +245,7 @@ fn never_panics_on_random_or_mutated_input() {
             b
         };
         let t = now + std::time::Duration::from_millis(u64::from(i % 100_000));
-        let a = if i % 2 == 0 {
-            p.from_tun(&mut buf, t)
-        } else {
-            p.from_exit(&mut buf, t)
-        };
+        let a = if i % 2 == 0 { p.from_tun(&mut buf, t) } else { p.from_exit(&mut buf, t) };
         match a {
             Action::ToExit(o) | Action::ToTun(o) => assert!(packet::parse(o).is_ok()),
             Action::Drop => {}

@@ -13,9 +13,7 @@ use crate::pipeline::checksum::{patch, patch_udp, set16, set_bytes, Delta};
 use crate::pipeline::icmp::{self, Side};
 use crate::pipeline::mss;
 use crate::pipeline::nat::{Kind, NatError};
-use crate::pipeline::packet::{
-    self, is_unroutable, octets, Family, View, L4, PROTO_ICMPV6, TCP_SYN,
-};
+use crate::pipeline::packet::{self, is_unroutable, octets, Family, View, L4, PROTO_ICMPV6, TCP_SYN};
 use crate::pipeline::{DropReason, Out, Pipeline};
 
 impl From<NatError> for DropReason {
@@ -55,10 +53,7 @@ impl Pipeline {
             // fragments, and the exit's kernel fragments towards the internet if needed.
             let (n, whole) = self.reassemble(pkt, &view, now, true)?;
             let mut buf = std::mem::take(&mut self.scratch);
-            let r = buf
-                .get_mut(..n)
-                .ok_or(DropReason::MalformedTun)
-                .and_then(|b| self.translate_out(b, &whole, now));
+            let r = buf.get_mut(..n).ok_or(DropReason::MalformedTun).and_then(|b| self.translate_out(b, &whole, now));
             self.scratch = buf;
             return r.map(|()| Out::ScratchExit(n));
         }
@@ -104,10 +99,7 @@ impl Pipeline {
         if view.frag.is_some() {
             let (n, whole) = self.reassemble(pkt, &view, now, false)?;
             let mut buf = std::mem::take(&mut self.scratch);
-            let r = buf
-                .get_mut(..n)
-                .ok_or(DropReason::MalformedExit)
-                .and_then(|b| self.translate_in(b, &whole, now));
+            let r = buf.get_mut(..n).ok_or(DropReason::MalformedExit).and_then(|b| self.translate_in(b, &whole, now));
             self.scratch = buf;
             return r.map(|()| Out::ScratchTun(n));
         }
@@ -116,22 +108,12 @@ impl Pipeline {
     }
 
     /// Source NAT of a whole packet from the TUN.
-    fn translate_out(
-        &mut self,
-        buf: &mut [u8],
-        view: &View,
-        now: Instant,
-    ) -> Result<(), DropReason> {
+    fn translate_out(&mut self, buf: &mut [u8], view: &View, now: Instant) -> Result<(), DropReason> {
         let ext = self.ext_addr(view.fam).ok_or(DropReason::NotConnected)?;
         let l4 = view.l4_off;
         let mut port_delta = Delta::default();
         match view.l4 {
-            L4::Tcp {
-                sport,
-                flags,
-                hdr_len,
-                ..
-            } => {
+            L4::Tcp { sport, flags, hdr_len, .. } => {
                 if flags & TCP_SYN != 0 {
                     self.clamp_mss(buf, view, hdr_len);
                 }
@@ -160,26 +142,13 @@ impl Pipeline {
     }
 
     /// Reverse NAT of a whole packet from the exit (its destination is the allocated address).
-    fn translate_in(
-        &mut self,
-        buf: &mut [u8],
-        view: &View,
-        now: Instant,
-    ) -> Result<(), DropReason> {
+    fn translate_in(&mut self, buf: &mut [u8], view: &View, now: Instant) -> Result<(), DropReason> {
         let v6 = view.fam == Family::V6;
         let l4 = view.l4_off;
         let mut port_delta = Delta::default();
         let local = match view.l4 {
-            L4::Tcp {
-                dport,
-                flags,
-                hdr_len,
-                ..
-            } => {
-                let (ip, p) = self
-                    .nat
-                    .inbound(Kind::Tcp, v6, dport, flags, now)
-                    .ok_or(DropReason::NoMapping)?;
+            L4::Tcp { dport, flags, hdr_len, .. } => {
+                let (ip, p) = self.nat.inbound(Kind::Tcp, v6, dport, flags, now).ok_or(DropReason::NoMapping)?;
                 set16(buf, l4 + 2, p, &mut port_delta);
                 if flags & TCP_SYN != 0 {
                     // SYN-ACK: clamp what the local host will send, too.
@@ -188,18 +157,12 @@ impl Pipeline {
                 ip
             }
             L4::Udp { dport, .. } => {
-                let (ip, p) = self
-                    .nat
-                    .inbound(Kind::Udp, v6, dport, 0, now)
-                    .ok_or(DropReason::NoMapping)?;
+                let (ip, p) = self.nat.inbound(Kind::Udp, v6, dport, 0, now).ok_or(DropReason::NoMapping)?;
                 set16(buf, l4 + 2, p, &mut port_delta);
                 ip
             }
             L4::Echo { request: false, id } => {
-                let (ip, p) = self
-                    .nat
-                    .inbound(Kind::Icmp, v6, id, 0, now)
-                    .ok_or(DropReason::NoMapping)?;
+                let (ip, p) = self.nat.inbound(Kind::Icmp, v6, id, 0, now).ok_or(DropReason::NoMapping)?;
                 set16(buf, l4 + 4, p, &mut port_delta);
                 ip
             }
@@ -211,14 +174,7 @@ impl Pipeline {
     }
 
     /// Outbound NAT lookup / creation, keeping the NAT counters in step.
-    fn map_out(
-        &mut self,
-        kind: Kind,
-        view: &View,
-        port: u16,
-        flags: u8,
-        now: Instant,
-    ) -> Result<u16, DropReason> {
+    fn map_out(&mut self, kind: Kind, view: &View, port: u16, flags: u8, now: Instant) -> Result<u16, DropReason> {
         let r = self.nat.outbound(kind, view.src, port, flags, now);
         self.stats.nat_expired = self.nat.expired_total();
         let (ext, created) = r?;
@@ -243,10 +199,7 @@ impl Pipeline {
         }
         let (local, port) = match emb.port {
             Some((kind, ext)) => {
-                let (ip, p) = self
-                    .nat
-                    .peek_inbound(kind, view.fam == Family::V6, ext)
-                    .ok_or(DropReason::NoMapping)?;
+                let (ip, p) = self.nat.peek_inbound(kind, view.fam == Family::V6, ext).ok_or(DropReason::NoMapping)?;
                 (ip, Some(p))
             }
             None => (self.local_addr(view.fam), None),
@@ -262,11 +215,7 @@ impl Pipeline {
         let ext = self.ext_addr(view.fam).ok_or(DropReason::NotConnected)?;
         let emb = icmp::embedded(buf, view, Side::Dst).ok_or(DropReason::MalformedTun)?;
         let port = match emb.port {
-            Some((kind, port)) => Some(
-                self.nat
-                    .peek_outbound(kind, emb.addr, port)
-                    .ok_or(DropReason::NoMapping)?,
-            ),
+            Some((kind, port)) => Some(self.nat.peek_outbound(kind, emb.addr, port).ok_or(DropReason::NoMapping)?),
             None if emb.addr == self.local_addr(view.fam) => None,
             None => return Err(DropReason::Unsupported),
         };
@@ -278,13 +227,7 @@ impl Pipeline {
 
 /// Replace the source or destination address and fix the IPv4 header checksum and the
 /// transport checksum (pseudo-header for TCP, UDP, ICMPv6; `port_delta` for a changed port/id).
-fn rewrite_addr(
-    buf: &mut [u8],
-    view: &View,
-    which: Which,
-    new: std::net::IpAddr,
-    port_delta: Delta,
-) {
+fn rewrite_addr(buf: &mut [u8], view: &View, which: Which, new: std::net::IpAddr, port_delta: Delta) {
     let off = match which {
         Which::Src => view.src_off(),
         Which::Dst => view.dst_off(),

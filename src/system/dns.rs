@@ -255,14 +255,15 @@ mod tests {
         symlink(root.join("var/run/systemd/resolve/stub-resolv.conf"), &p.resolv_conf).unwrap();
         assert_eq!(detect(&p, || true), Manager::Resolved);
 
-        for other in ["../run/NetworkManager/resolv.conf", "../run/resolvconf/resolv.conf", "../run/systemd/resolve/other.conf"] {
+        for other in
+            ["../run/NetworkManager/resolv.conf", "../run/resolvconf/resolv.conf", "../run/systemd/resolve/other.conf"]
+        {
             fs::remove_file(&p.resolv_conf).unwrap();
             symlink(other, &p.resolv_conf).unwrap();
             assert_eq!(detect(&p, never), Manager::Symlink(other.into()), "{other}");
         }
         fs::remove_dir_all(&root).unwrap();
     }
-
 
     #[test]
     fn resolved_commands_route_everything_to_the_tun() {

@@ -336,7 +336,7 @@ pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
     unsafe { cmd.pre_exec(move || child_setup(&plan)) };
     let spawned = cmd.spawn();
     drop(cmd); // closes our copy of the report pipe's write end (moved into the closure)
-    // Only the child may hold the slave now: the master reports the end once it lets go.
+               // Only the child may hold the slave now: the master reports the end once it lets go.
     let master = pty.map(|p| p.master);
     spawned.map(|child| (child, master)).map_err(|source| {
         let mut steps = Vec::new();
@@ -353,8 +353,19 @@ pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
 
 /// Variables passed from the caller to the program; everything else is dropped.
 const ENV_ALLOW: &[&str] = &[
-    "TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "PATH", "DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY",
-    "XDG_RUNTIME_DIR", "XDG_SESSION_TYPE", "XDG_CURRENT_DESKTOP", "DBUS_SESSION_BUS_ADDRESS",
+    "TERM",
+    "COLORTERM",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "PATH",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "XDG_RUNTIME_DIR",
+    "XDG_SESSION_TYPE",
+    "XDG_CURRENT_DESKTOP",
+    "DBUS_SESSION_BUS_ADDRESS",
 ];
 /// `PATH` when the caller has none (a minimal `env -i`): the FHS directories.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -362,9 +373,8 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// The program's environment from the caller's: the [`ENV_ALLOW`] list and `LC_*`, with a
 /// default `PATH`. (`HOME`, `USER`, `LOGNAME` and `SHELL` are the target user's, set apart.)
 fn child_env(vars: impl Iterator<Item = (OsString, OsString)>) -> Vec<(OsString, OsString)> {
-    let mut out: Vec<(OsString, OsString)> = vars
-        .filter(|(k, _)| k.to_str().is_some_and(|k| ENV_ALLOW.contains(&k) || k.starts_with("LC_")))
-        .collect();
+    let mut out: Vec<(OsString, OsString)> =
+        vars.filter(|(k, _)| k.to_str().is_some_and(|k| ENV_ALLOW.contains(&k) || k.starts_with("LC_"))).collect();
     if !out.iter().any(|(k, _)| k == "PATH") {
         out.push(("PATH".into(), DEFAULT_PATH.into()));
     }
@@ -376,7 +386,11 @@ fn child_env(vars: impl Iterator<Item = (OsString, OsString)>) -> Vec<(OsString,
 fn login_shell(shell: &Path) -> OsString {
     let refuses = shell.as_os_str().is_empty()
         || matches!(shell.file_name().and_then(|n| n.to_str()), Some("nologin" | "false" | "true"));
-    if refuses { OsString::from("/bin/sh") } else { shell.as_os_str().to_owned() }
+    if refuses {
+        OsString::from("/bin/sh")
+    } else {
+        shell.as_os_str().to_owned()
+    }
 }
 
 fn lookup(choice: &UserChoice) -> Result<(User, Gid), ExecError> {

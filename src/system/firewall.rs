@@ -127,7 +127,8 @@ mod tests {
     fn the_table_accepts_the_tunnel_and_the_transport_then_rejects_everything() {
         let s = ks(false).script();
         let rules: Vec<&str> = s.lines().map(str::trim).collect();
-        let pos = |needle: &str| rules.iter().position(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("{needle}\n{s}"));
+        let pos =
+            |needle: &str| rules.iter().position(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("{needle}\n{s}"));
         assert!(pos("oifname \"smx0\" accept") < pos("counter reject"));
         assert!(pos("meta mark 0x736d accept") < pos("counter reject"));
         assert!(pos("ip daddr @exempt4 accept") < pos("counter reject"));

@@ -5,8 +5,8 @@
 //! step by hand from the journal. The few dozen commands of one `up` cost milliseconds.
 
 use std::ffi::OsStr;
-use std::net::IpAddr;
 use std::fs;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -86,7 +86,17 @@ impl Host {
         let metric = BACKSTOP_METRIC.to_string();
         for entry in &plan.entries {
             if let TableEntry::Tunnel(c) = entry {
-                let spec = strings(&[c.family_flag(), "route", "add", "unreachable", &c.to_string(), "metric", &metric, "table", &table]);
+                let spec = strings(&[
+                    c.family_flag(),
+                    "route",
+                    "add",
+                    "unreachable",
+                    &c.to_string(),
+                    "metric",
+                    &metric,
+                    "table",
+                    &table,
+                ]);
                 let mut undo = spec.clone();
                 undo[2] = "del".into();
                 self.ip(&spec, &undo)?;
@@ -186,7 +196,8 @@ impl Host {
     /// Runs `nft -f` on `script`, staged in the run dir (root-only, see lock.rs).
     fn nft_script(&self, script: &str) -> Result<(), HostError> {
         let path = self.run_dir.join("nft.script");
-        fs::write(&path, script).map_err(|source| HostError::Spawn { cmd: format!("write {}", path.display()), source })?;
+        fs::write(&path, script)
+            .map_err(|source| HostError::Spawn { cmd: format!("write {}", path.display()), source })?;
         let out = run("nft", &[OsStr::new("-f"), path.as_os_str()]);
         let _ = fs::remove_file(&path);
         out.map(drop)
@@ -260,7 +271,10 @@ fn apply(undo: &Undo) -> Result<(), String> {
             if let Ok(pids) = run("ip", &["netns", "pids", name.as_str()]) {
                 let pids: Vec<&str> = pids.split_whitespace().collect();
                 if !pids.is_empty() {
-                    tracing::warn!("programs still running in namespace {name} (pids {}) have no network now", pids.join(" "));
+                    tracing::warn!(
+                        "programs still running in namespace {name} (pids {}) have no network now",
+                        pids.join(" ")
+                    );
                 }
             }
             run("ip", &["netns", "del", name.as_str()]).map(drop).map_err(|e| e.to_string())
@@ -280,7 +294,12 @@ fn apply(undo: &Undo) -> Result<(), String> {
 /// addresses, routes and rules; deleting our own nft tables; the resolver file and its backup
 /// in `run_dir`; `resolvectl revert`; one sysctl back to 0 or 1; a namespace by a plain name.
 fn own_shape(undo: &Undo) -> Result<(), &'static str> {
-    let plain = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) && !s.starts_with('-');
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+            && !s.starts_with('-')
+    };
     match undo {
         Undo::Ip { args } => {
             // Options first (`-n NS`, `-4`/`-6`, in either order), then the command.
@@ -374,7 +393,10 @@ mod tests {
             Undo::Resolvectl { args: strings(&["revert", "smx0"]) },
             Undo::Sysctl { key: SRC_VALID_MARK.into(), value: "0".into() },
             Undo::DeleteNetns { name: "app".into() },
-            Undo::RestoreFile { path: "/etc/resolv.conf".into(), backup: Path::new("/var/lib/smolmix-vpn").join(BACKUP_NAME) },
+            Undo::RestoreFile {
+                path: "/etc/resolv.conf".into(),
+                backup: Path::new("/var/lib/smolmix-vpn").join(BACKUP_NAME),
+            },
             Undo::RemoveFile { path: "/etc/.resolv.conf.smolmix-vpn.tmp".into() },
         ];
         for u in &ours {

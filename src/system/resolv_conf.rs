@@ -241,7 +241,6 @@ fn sibling(path: &Path, tag: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{tag}"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::{host, journal};
@@ -295,7 +294,10 @@ mod tests {
             assert!(matches!(again, Err(DnsError::StaleBackup(_))));
         }
         drop(h); // as if SIGKILLed: only the journal is left
-        assert!(journal::load(&run_dir).unwrap().iter().any(|u| matches!(u, Undo::RestoreFile { .. } | Undo::RemoveFile { .. })));
+        assert!(journal::load(&run_dir)
+            .unwrap()
+            .iter()
+            .any(|u| matches!(u, Undo::RestoreFile { .. } | Undo::RemoveFile { .. })));
         assert_eq!(host::recover(&run_dir), Vec::<String>::new());
         assert!(fs::symlink_metadata(&backup).is_err(), "backup consumed");
         assert_eq!(host::recover(&run_dir), Vec::<String>::new(), "down twice is harmless");
@@ -311,7 +313,10 @@ mod tests {
         apply_then_recover(&root, &p);
         let after = fs::symlink_metadata(&p.resolv_conf).unwrap();
         assert_eq!(fs::read(&p.resolv_conf).unwrap(), original);
-        assert_eq!((after.mode(), after.uid(), after.gid(), after.ino()), (before.mode(), before.uid(), before.gid(), before.ino()));
+        assert_eq!(
+            (after.mode(), after.uid(), after.gid(), after.ino()),
+            (before.mode(), before.uid(), before.gid(), before.ino())
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 

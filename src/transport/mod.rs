@@ -186,9 +186,7 @@ impl FromStr for IprAddr {
         // A Nym recipient: three base58 strings "a.b@c" (nym-sphinx-addressing's format).
         let (keys, gateway) = s.split_once('@').ok_or_else(err)?;
         let (identity, enc) = keys.split_once('.').ok_or_else(err)?;
-        let base58 = |p: &str| {
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() && !b"0OIl".contains(&b))
-        };
+        let base58 = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() && !b"0OIl".contains(&b));
         if [identity, enc, gateway].iter().all(|p| base58(p)) {
             Ok(IprAddr::Nym(s.to_string()))
         } else {
@@ -222,7 +220,18 @@ mod tests {
         assert_eq!(v6.to_string(), "udp://[2001:db8::1]:9");
         let nym = "8hUvtEyZK8umsdxxPS2BizQhEDmbNeXEPBZLgscE57Zh.5P2bnwMTqtn9KvmYCTdzRsNXQA1SStLwTKMhKDpU4QWy@3zd3wrCK8P7rkTsC8Qvfq8xKMm8eXeWPHgMTTmWBrJ4e";
         assert_eq!(nym.parse::<IprAddr>().unwrap(), IprAddr::Nym(nym.into()));
-        for bad in ["", "udp://", "udp://:9", "udp://host", "udp://host:0", "udp://host:99999", "tcp://a:1", "a.b", "a.b@", "a.0@c"] {
+        for bad in [
+            "",
+            "udp://",
+            "udp://:9",
+            "udp://host",
+            "udp://host:0",
+            "udp://host:99999",
+            "tcp://a:1",
+            "a.b",
+            "a.b@",
+            "a.0@c",
+        ] {
             assert!(bad.parse::<IprAddr>().is_err(), "{bad}");
         }
     }

@@ -122,11 +122,16 @@ impl Runner {
             } else {
                 let now = Instant::now().into_std();
                 let stack_at = self.shared.lock().poll_at(now);
-                [stack_at, self.session.poll_timeout(), self.retry_at.map(Instant::into_std), pace_at.map(Instant::into_std)]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(Instant::from_std)
+                [
+                    stack_at,
+                    self.session.poll_timeout(),
+                    self.retry_at.map(Instant::into_std),
+                    pace_at.map(Instant::into_std),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(Instant::from_std)
             };
             tokio::select! {
                 biased;

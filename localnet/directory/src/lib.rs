@@ -53,10 +53,12 @@ impl Directory {
     pub fn nodes(&self) -> Vec<Node> {
         self.specs
             .iter()
-            .filter_map(|s| s.load().unwrap_or_else(|e| {
-                tracing::warn!(%e, "node not listed");
-                None
-            }))
+            .filter_map(|s| {
+                s.load().unwrap_or_else(|e| {
+                    tracing::warn!(%e, "node not listed");
+                    None
+                })
+            })
             .collect()
     }
 
@@ -163,7 +165,11 @@ pub async fn serve(listener: TcpListener, dir: Arc<Directory>) -> std::io::Resul
     }
 }
 
-async fn handle(dir: Arc<Directory>, peer: IpAddr, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    dir: Arc<Directory>,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();

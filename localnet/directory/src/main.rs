@@ -12,7 +12,10 @@ use smolmix_directory::responses::Clock;
 use smolmix_directory::{serve, Directory};
 
 #[derive(Debug, Parser)]
-#[command(name = "smolmix-directory", about = "A stand-in for nym-api serving a local Nym network (tests and demos only)")]
+#[command(
+    name = "smolmix-directory",
+    about = "A stand-in for nym-api serving a local Nym network (tests and demos only)"
+)]
 struct Args {
     /// Address to serve HTTP on.
     #[arg(long)]
@@ -33,9 +36,7 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

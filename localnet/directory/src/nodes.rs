@@ -56,7 +56,14 @@ impl NodeSpec {
             let (k, v) = kv.split_once('=').ok_or_else(|| bad("expected key=value pairs separated by ','"))?;
             match k {
                 "id" => id = Some(v.parse::<u32>().map_err(|_| bad("id is not a number"))?),
-                "layer" => layer = Some(v.parse::<u8>().ok().filter(|l| (1..=3).contains(l)).ok_or_else(|| bad("layer must be 1, 2 or 3"))?),
+                "layer" => {
+                    layer = Some(
+                        v.parse::<u8>()
+                            .ok()
+                            .filter(|l| (1..=3).contains(l))
+                            .ok_or_else(|| bad("layer must be 1, 2 or 3"))?,
+                    )
+                }
                 "ip" => ip = Some(IpAddr::from_str(v).map_err(|_| bad("ip is not an IP address"))?),
                 "details" => details = Some(PathBuf::from(v)),
                 "version" => version = Some(v.to_string()),
@@ -147,7 +154,8 @@ struct DisplaySphinxKey {
 
 impl Keys {
     pub fn parse(json: &str) -> Result<Keys, String> {
-        let d: DisplayDetails = serde_json::from_str(json).map_err(|e| format!("not nym-node node-details JSON: {e}"))?;
+        let d: DisplayDetails =
+            serde_json::from_str(json).map_err(|e| format!("not nym-node node-details JSON: {e}"))?;
         Ok(Keys {
             identity: ed25519::PublicKey::from_base58_string(&d.ed25519_identity_key)
                 .map_err(|e| format!("ed25519_identity_key: {e}"))?,
@@ -170,8 +178,9 @@ mod tests {
         let m = NodeSpec::parse("id=1,layer=2,ip=198.18.0.11,details=/x/m.json", false).unwrap();
         assert_eq!(m.kind, Kind::Mixnode { layer: 2 });
         assert_eq!((m.id, m.mix_port, m.version.as_deref()), (1, 1789, None));
-        let g = NodeSpec::parse("id=4,ip=198.18.0.14,ws-port=9001,details=/x/g.json,version=1.29.0,hostname=gw.test", true)
-            .unwrap();
+        let g =
+            NodeSpec::parse("id=4,ip=198.18.0.14,ws-port=9001,details=/x/g.json,version=1.29.0,hostname=gw.test", true)
+                .unwrap();
         assert_eq!((g.kind, g.ws_port, g.version.as_deref()), (Kind::Gateway, 9001, Some("1.29.0")));
         assert_eq!(g.hostname.as_deref(), Some("gw.test"));
     }
@@ -198,7 +207,8 @@ mod tests {
     fn a_missing_details_file_is_not_listed_yet_and_a_bad_one_is_named() {
         let dir = std::env::temp_dir().join(format!("smx-dir-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let spec = NodeSpec::parse(&format!("id=1,layer=1,ip=192.0.2.1,details={}/m.json", dir.display()), false).unwrap();
+        let spec =
+            NodeSpec::parse(&format!("id=1,layer=1,ip=192.0.2.1,details={}/m.json", dir.display()), false).unwrap();
         assert!(spec.load().unwrap().is_none());
         std::fs::write(&spec.details, "{\"ed25519_identity_key\": 1}").unwrap();
         let e = spec.load().unwrap_err().to_string();

@@ -14,9 +14,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use nym_api_requests::models::described::type_translation::{
-    AnnouncePortsV1, AuthenticatorDetailsV1, DeclaredRolesV1, HostInformationV1, HostKeysV1,
-    IpPacketRouterDetailsV1, NetworkRequesterDetailsV1, NymNodeAuxiliaryDetailsV1, SphinxKeyV1,
-    WebSocketsV1,
+    AnnouncePortsV1, AuthenticatorDetailsV1, DeclaredRolesV1, HostInformationV1, HostKeysV1, IpPacketRouterDetailsV1,
+    NetworkRequesterDetailsV1, NymNodeAuxiliaryDetailsV1, SphinxKeyV1, WebSocketsV1,
 };
 use nym_api_requests::models::described::v1::{DescribedNodeTypeV1, NymNodeDescriptionV1};
 use nym_api_requests::models::described::v2::{NymNodeDataV2, NymNodeDescriptionV2};
@@ -25,8 +24,8 @@ use nym_api_requests::models::{
     OffsetDateTimeJsonSchemaWrapper, RewardedSetResponse,
 };
 use nym_api_requests::nym_nodes::{
-    BasicEntryInformation, NodeRole, NodesByAddressesResponse, NodesResponseMetadata,
-    PaginatedCachedNodesResponseV2, SemiSkimmedNodeV1, SemiSkimmedNodeV3, SkimmedNodeV1,
+    BasicEntryInformation, NodeRole, NodesByAddressesResponse, NodesResponseMetadata, PaginatedCachedNodesResponseV2,
+    SemiSkimmedNodeV1, SemiSkimmedNodeV3, SkimmedNodeV1,
 };
 use nym_api_requests::pagination::{PaginatedResponse, Pagination};
 use nym_mixnet_contract_common::reward_params::Performance;
@@ -194,10 +193,8 @@ pub fn described_v2(n: &Node, version: &str, now: OffsetDateTime) -> NymNodeDesc
                 accepted_operator_terms_and_conditions: true,
             },
             build_information: build_information(version),
-            network_requester: gw.then(|| NetworkRequesterDetailsV1 {
-                address: n.keys.nr_address.clone(),
-                uses_exit_policy: true,
-            }),
+            network_requester: gw
+                .then(|| NetworkRequesterDetailsV1 { address: n.keys.nr_address.clone(), uses_exit_policy: true }),
             ip_packet_router: gw.then(|| IpPacketRouterDetailsV1 { address: n.keys.ipr_address.clone() }),
             authenticator: gw.then(|| AuthenticatorDetailsV1 { address: n.keys.authenticator_address.clone() }),
             wireguard: None,
@@ -230,9 +227,6 @@ pub fn described_v1_empty() -> PaginatedResponse<NymNodeDescriptionV1> {
 
 /// `POST v1/unstable/nym-nodes/by-addresses`: which node, if any, has each address.
 pub fn by_addresses(nodes: &[Node], addresses: &[IpAddr]) -> NodesByAddressesResponse {
-    let existence = addresses
-        .iter()
-        .map(|a| (*a, nodes.iter().find(|n| n.spec.ip == *a).map(|n| n.spec.id)))
-        .collect();
+    let existence = addresses.iter().map(|a| (*a, nodes.iter().find(|n| n.spec.ip == *a).map(|n| n.spec.id))).collect();
     NodesByAddressesResponse { existence }
 }

@@ -122,7 +122,11 @@ async fn client_side_decoders_find_the_exit_and_a_route() {
     let mixing = c.get_all_basic_active_mixing_assigned_nodes_with_metadata().await.unwrap();
     assert_eq!((nodes.nodes.len(), entry.nodes.len(), mixing.nodes.len()), (4, 1, 3));
     let routing: Vec<RoutingNode> = nodes.nodes.iter().map(|n| RoutingNode::try_from(n).unwrap()).collect();
-    let meta = NymTopologyMetadata::new(nodes.metadata.rotation_id, nodes.metadata.absolute_epoch_id, time::OffsetDateTime::now_utc());
+    let meta = NymTopologyMetadata::new(
+        nodes.metadata.rotation_id,
+        nodes.metadata.absolute_epoch_id,
+        time::OffsetDateTime::now_utc(),
+    );
     let epoch_rs: nym_mixnet_contract_common::EpochRewardedSet = rs.into();
     let topo = NymTopology::new(meta, epoch_rs, routing);
     topo.ensure_minimally_routable().unwrap();
@@ -136,7 +140,10 @@ async fn smolmix_exits_lists_the_exit_with_its_protocol() {
     let opts = smolmix::transport::mixnet::MixnetOptions { nym_api_urls: vec![net.url.clone()], ..Default::default() };
     let exits = smolmix::transport::mixnet::list_exits(&opts).await.unwrap();
     assert_eq!(exits.len(), 1);
-    assert_eq!((exits[0].address.as_str(), exits[0].version.as_str(), exits[0].ipr_protocol), (net.ipr.as_str(), "1.31.0", Some(9)));
+    assert_eq!(
+        (exits[0].address.as_str(), exits[0].version.as_str(), exits[0].ipr_protocol),
+        (net.ipr.as_str(), "1.31.0", Some(9))
+    );
 
     // An exit that reports a release without LP framing is listed by nobody.
     let old = start(Some("1.29.0")).await;

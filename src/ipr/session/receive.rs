@@ -27,10 +27,7 @@ pub struct Packets<'a> {
 
 impl Packets<'_> {
     fn none() -> Self {
-        Packets {
-            inner: Unbundler::empty(),
-            keepalive: None,
-        }
+        Packets { inner: Unbundler::empty(), keepalive: None }
     }
 }
 
@@ -40,9 +37,7 @@ impl<'a> Iterator for Packets<'a> {
     fn next(&mut self) -> Option<&'a [u8]> {
         loop {
             let pkt = self.inner.next()?;
-            let ours = self
-                .keepalive
-                .is_some_and(|(ip, id)| is_echo_reply(pkt, ip, id));
+            let ours = self.keepalive.is_some_and(|(ip, id)| is_echo_reply(pkt, ip, id));
             if !pkt.is_empty() && !ours {
                 return Some(pkt);
             }
@@ -71,10 +66,7 @@ impl Session {
         };
         if hdr.stream_id != self.cfg.stream_id {
             self.stats.foreign_stream_in += 1;
-            tracing::trace!(
-                stream_id = hdr.stream_id,
-                "dropping frame of a foreign stream"
-            );
+            tracing::trace!(stream_id = hdr.stream_id, "dropping frame of a foreign stream");
             return Packets::none();
         }
         // Anything on our stream proves the exit and the return path alive.
@@ -139,25 +131,13 @@ impl Session {
             self.stats.truncated_bundles_in += 1;
             tracing::trace!(len = bundle.len(), "bundle ends in a truncated packet");
         }
-        Packets {
-            inner: Unbundler::new(bundle),
-            keepalive: Some((link.ipv4, self.echo_ident)),
-        }
+        Packets { inner: Unbundler::new(bundle), keepalive: Some((link.ipv4, self.echo_ident)) }
     }
 
     fn on_control(&mut self, resp: Response<'_>, now: Instant) {
         match resp {
-            Response::Connect {
-                version,
-                request_id,
-                result,
-            } => {
-                let Phase::Connecting {
-                    version: want_v,
-                    request_id: want_id,
-                    ..
-                } = self.phase
-                else {
+            Response::Connect { version, request_id, result } => {
+                let Phase::Connecting { version: want_v, request_id: want_id, .. } = self.phase else {
                     self.stale_control("connect", version, request_id);
                     return;
                 };
@@ -180,14 +160,8 @@ impl Session {
                     }
                 }
             }
-            Response::Disconnect {
-                version,
-                request_id,
-                success,
-            } => match self.phase {
-                Phase::Disconnecting {
-                    request_id: want, ..
-                } if want == request_id => {
+            Response::Disconnect { version, request_id, success } => match self.phase {
+                Phase::Disconnecting { request_id: want, .. } if want == request_id => {
                     tracing::debug!(success, "IPR acknowledged the disconnect");
                     self.phase = Phase::Closed;
                     self.push_event(Event::Disconnected);
@@ -199,9 +173,7 @@ impl Session {
                 // completeness.
                 tracing::warn!(%reason, "IPR disconnected us");
                 let event = match self.phase {
-                    Phase::Connecting { .. } => {
-                        Event::ConnectFailed(SessionError::RemoteDisconnect(reason))
-                    }
+                    Phase::Connecting { .. } => Event::ConnectFailed(SessionError::RemoteDisconnect(reason)),
                     Phase::Closed => return,
                     _ => Event::Disconnected,
                 };
@@ -210,10 +182,7 @@ impl Session {
             }
             Response::Pong { .. } => self.stats.pongs += 1,
             Response::Health { .. } => {}
-            Response::Info {
-                info: Info::ExitPolicyDenied { dst },
-                ..
-            } => {
+            Response::Info { info: Info::ExitPolicyDenied { dst }, .. } => {
                 if dst == KEEPALIVE_DENIAL_DST {
                     self.stats.keepalive_replies += 1;
                 } else {
@@ -231,32 +200,17 @@ impl Session {
 
     fn stale_control(&mut self, what: &str, version: u8, request_id: u64) {
         self.stats.stale_control_in += 1;
-        tracing::debug!(
-            what,
-            version,
-            request_id,
-            "ignoring a reply to no pending request"
-        );
+        tracing::debug!(what, version, request_id, "ignoring a reply to no pending request");
     }
 
     fn on_connected(&mut self, version: u8, ok: ConnectOk, now: Instant) {
         tracing::info!(ipv4 = %ok.ipv4, ipv6 = %ok.ipv6, mtu = ?ok.mtu, version, "connected to the IPR");
-        self.link = Some(Link {
-            version,
-            ipv4: ok.ipv4,
-            ipv6: ok.ipv6,
-            mtu: ok.mtu,
-        });
+        self.link = Some(Link { version, ipv4: ok.ipv4, ipv6: ok.ipv6, mtu: ok.mtu });
         self.phase = Phase::Up;
         self.rx_seq.expect_from(1);
         self.last_uplink_ip = now;
         self.last_rx = now;
         self.last_probe = now;
-        self.push_event(Event::Connected {
-            ipv4: ok.ipv4,
-            ipv6: ok.ipv6,
-            mtu: ok.mtu,
-            version,
-        });
+        self.push_event(Event::Connected { ipv4: ok.ipv4, ipv6: ok.ipv6, mtu: ok.mtu, version });
     }
 }

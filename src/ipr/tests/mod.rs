@@ -43,9 +43,7 @@ fn events(s: &mut Session) -> Vec<Event> {
 /// types with the IPR's own bincode options (docs/ipr-protocol.md §1.2).
 fn request(msg: &[u8]) -> (LpHeader, IpPacketRequest) {
     let (h, payload) = LpHeader::parse(msg).unwrap();
-    let o = bincode::DefaultOptions::new()
-        .with_big_endian()
-        .with_varint_encoding();
+    let o = bincode::DefaultOptions::new().with_big_endian().with_varint_encoding();
     (h, o.deserialize(payload).unwrap())
 }
 
@@ -74,10 +72,7 @@ fn connected(t0: Instant) -> Session {
     let mut s = Session::new(cfg(), t0);
     let tx = drain(&mut s);
     let (_, id) = connect_id(&tx[0]);
-    assert_eq!(
-        s.handle_message(&frame(0, &connect_ok_v10(id)), t0).count(),
-        0
-    );
+    assert_eq!(s.handle_message(&frame(0, &connect_ok_v10(id)), t0).count(), 0);
     assert!(s.is_connected());
     events(&mut s);
     s
@@ -87,9 +82,7 @@ fn connected(t0: Instant) -> Session {
 fn data_response(version: u8, pkts: &[&[u8]]) -> Vec<u8> {
     let mut bundle = Vec::new();
     for p in pkts {
-        bundle.extend_from_slice(&MultiIpPacketCodec::bundle_one_packet(
-            Bytes::copy_from_slice(p),
-        ));
+        bundle.extend_from_slice(&MultiIpPacketCodec::bundle_one_packet(Bytes::copy_from_slice(p)));
     }
     let resp = if version == 10 {
         v10::new_ip_packet_response(bundle.into()).to_bytes()
@@ -101,9 +94,7 @@ fn data_response(version: u8, pkts: &[&[u8]]) -> Vec<u8> {
 
 fn bundle_of(msg: &[u8]) -> (u8, Vec<Vec<u8>>) {
     let (_, req) = request(msg);
-    let IpPacketRequestData::Data(d) = req.data else {
-        panic!("expected data")
-    };
+    let IpPacketRequestData::Data(d) = req.data else { panic!("expected data") };
     let mut src = BytesMut::from(&d.ip_packets[..]);
     let mut codec = MultiIpPacketCodec::new();
     let mut pkts = Vec::new();
@@ -121,18 +112,8 @@ fn first_message_is_a_v10_connect_without_open_frame() {
     let tx = drain(&mut s);
     assert_eq!(tx.len(), 1, "connect only, no LP Open (docs/ipr-protocol.md §4.4)");
     let (h, _) = request(&tx[0]);
-    assert_eq!(
-        h,
-        LpHeader {
-            stream_id: SID,
-            msg_type: MsgType::Data,
-            seq: 0
-        }
-    );
-    assert_eq!(
-        &tx[0][..16],
-        &[3, 0, 0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 1, 0, 0, 0, 0, 0]
-    );
+    assert_eq!(h, LpHeader { stream_id: SID, msg_type: MsgType::Data, seq: 0 });
+    assert_eq!(&tx[0][..16], &[3, 0, 0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 1, 0, 0, 0, 0, 0]);
     assert_eq!(connect_id(&tx[0]).0, 10);
     assert_eq!(&tx[0][16..20], &[0x0a, 0x01, 0x01, 0x00]);
     assert_eq!(s.poll_timeout(), Some(t0 + secs(15)));
@@ -149,45 +130,21 @@ fn v10_reference_reply_connects() {
     assert_eq!(&reply[33..], &[0xfb, 0x05, 0xdc]);
     assert_eq!(s.handle_message(&frame(0, &reply), t0).count(), 0);
     let ipv6: Ipv6Addr = "fc00::307".parse().unwrap();
-    let expected = Event::Connected {
-        ipv4: V4,
-        ipv6,
-        mtu: Some(1500),
-        version: 10,
-    };
+    let expected = Event::Connected { ipv4: V4, ipv6, mtu: Some(1500), version: 10 };
     assert_eq!(events(&mut s), vec![expected]);
-    assert_eq!(
-        (s.version(), s.mtu(), s.allocated_ips()),
-        (Some(10), Some(1500), Some((V4, ipv6)))
-    );
+    assert_eq!((s.version(), s.mtu(), s.allocated_ips()), (Some(10), Some(1500), Some((V4, ipv6))));
 }
 
 #[test]
 fn v9_only_session_uses_the_33_byte_reply() {
     let t0 = Instant::now();
-    let mut s = Session::new(
-        SessionConfig {
-            max_version: 9,
-            ..cfg()
-        },
-        t0,
-    );
+    let mut s = Session::new(SessionConfig { max_version: 9, ..cfg() }, t0);
     let (v, id) = connect_id(&drain(&mut s)[0]);
     assert_eq!(v, 9);
     assert_eq!(s.poll_timeout(), Some(t0 + secs(60)));
     s.handle_message(&frame(0, &connect_ok_v9(id)), t0);
     let ev = events(&mut s);
-    assert!(
-        matches!(
-            ev[..],
-            [Event::Connected {
-                mtu: None,
-                version: 9,
-                ..
-            }]
-        ),
-        "{ev:?}"
-    );
+    assert!(matches!(ev[..], [Event::Connected { mtu: None, version: 9, .. }]), "{ev:?}");
 }
 
 #[test]
@@ -206,10 +163,7 @@ fn falls_back_to_v9_then_times_out() {
     assert!(events(&mut s).is_empty());
     assert_eq!(s.poll_timeout(), Some(t0 + secs(75)));
     s.handle_timeout(t0 + secs(75));
-    assert_eq!(
-        events(&mut s),
-        vec![Event::ConnectFailed(SessionError::Timeout)]
-    );
+    assert_eq!(events(&mut s), vec![Event::ConnectFailed(SessionError::Timeout)]);
     assert_eq!(s.poll_timeout(), None);
     assert_eq!(s.stats().connect_attempts, 2);
 }
@@ -274,12 +228,8 @@ fn disconnect_sends_pending_data_then_the_request() {
     assert_eq!(bundle_of(&tx[0]).1.len(), 1);
     let (_, req) = request(&tx[1]);
     assert_eq!(req.protocol.version, 10);
-    let IpPacketRequestData::Control(c) = req.data else {
-        panic!()
-    };
-    let ControlRequest::Disconnect(d) = *c else {
-        panic!()
-    };
+    let IpPacketRequestData::Control(c) = req.data else { panic!() };
+    let ControlRequest::Disconnect(d) = *c else { panic!() };
     s.send_ip(&[0x45; 40], t0);
     assert_eq!(s.stats().tx_not_connected, 1);
     let mut reply = vec![0x0a, 0x01, 0x01, 0xfd];
@@ -304,11 +254,7 @@ fn nothing_flows_before_connect() {
     s.send_ip(&[0x45; 40], t0);
     s.flush();
     assert!(s.poll_transmit().is_none());
-    assert_eq!(
-        s.handle_message(&frame(1, &data_response(10, &[&[0x45; 40]])), t0)
-            .count(),
-        0
-    );
+    assert_eq!(s.handle_message(&frame(1, &data_response(10, &[&[0x45; 40]])), t0).count(), 0);
     let st = s.stats();
     assert_eq!((st.tx_not_connected, st.data_not_connected_in), (1, 1));
     // Stats serialize (serde) for `status --json`.

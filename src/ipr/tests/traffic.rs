@@ -22,19 +22,11 @@ fn uplink_data_decodes_with_the_published_codec() {
     assert_eq!(h.seq, 1, "connect was seq 0");
     assert_eq!(bundle_of(&tx[0]), (10, pkts.clone()));
     // Byte-identical to the published encoder.
-    let bundle: Vec<u8> = pkts
-        .iter()
-        .flat_map(|p| MultiIpPacketCodec::bundle_one_packet(Bytes::copy_from_slice(p)))
-        .collect();
-    assert_eq!(
-        &tx[0][16..],
-        &v10::new_data_request(bundle.into()).to_bytes().unwrap()[..]
-    );
+    let bundle: Vec<u8> =
+        pkts.iter().flat_map(|p| MultiIpPacketCodec::bundle_one_packet(Bytes::copy_from_slice(p))).collect();
+    assert_eq!(&tx[0][16..], &v10::new_data_request(bundle.into()).to_bytes().unwrap()[..]);
     s.flush();
-    assert!(
-        s.poll_transmit().is_none(),
-        "flush with nothing pending emits nothing"
-    );
+    assert!(s.poll_transmit().is_none(), "flush with nothing pending emits nothing");
     assert_eq!((s.stats().bundles_out, s.stats().packets_out), (1, 3));
 }
 
@@ -48,11 +40,7 @@ fn downlink_data_from_published_encoder_is_delivered() {
     assert_eq!(got, vec![&a[..], &b[..]]);
     assert_eq!(s.stats().packets_in, 2);
     // A v9 data response on a v10 session belongs to a superseded allocation.
-    assert_eq!(
-        s.handle_message(&frame(2, &data_response(9, &[&a])), t0)
-            .count(),
-        0
-    );
+    assert_eq!(s.handle_message(&frame(2, &data_response(9, &[&a])), t0).count(), 0);
     assert_eq!(s.stats().version_mismatch_in, 1);
 }
 
@@ -79,11 +67,7 @@ fn foreign_stream_and_bare_messages_are_dropped() {
     let mut foreign = LpHeader::data(SID + 1, 1).encode().to_vec();
     foreign.extend_from_slice(&payload);
     assert_eq!(s.handle_message(&foreign, t0).count(), 0);
-    assert_eq!(
-        s.handle_message(&payload, t0).count(),
-        0,
-        "bare IPR message"
-    );
+    assert_eq!(s.handle_message(&payload, t0).count(), 0, "bare IPR message");
     assert_eq!((s.stats().foreign_stream_in, s.stats().non_lp_in), (1, 1));
 }
 
@@ -110,11 +94,7 @@ fn garbage_never_panics() {
     let valid = frame(1, &data_response(10, &[&[0x45; 60], &[0x60; 100]]));
     let control = frame(0, &connect_ok_v10(7));
     for round in 0..3 {
-        let mut s = if round == 0 {
-            Session::new(cfg(), t0)
-        } else {
-            connected(t0)
-        };
+        let mut s = if round == 0 { Session::new(cfg(), t0) } else { connected(t0) };
         for i in 0..20_000u32 {
             let mut msg = match i % 4 {
                 0 => {
@@ -190,10 +170,7 @@ fn keepalive_is_an_icmp_echo_to_the_ipr_tun_after_idle() {
     info.extend_from_slice(b"10.0.0.1:0");
     info.push(0x01);
     s.handle_message(&frame(0, &info), t0 + secs(16));
-    assert_eq!(
-        (s.stats().keepalive_replies, s.stats().info_denials),
-        (2, 0)
-    );
+    assert_eq!((s.stats().keepalive_replies, s.stats().info_denials), (2, 0));
 }
 
 #[test]
@@ -220,10 +197,7 @@ fn idle_session_keeps_alive_every_period_and_is_unresponsive_without_answers() {
     let mut s = connected(t0);
     let sent = run_timers(&mut s, t0 + secs(90));
     let times: Vec<Duration> = sent.iter().map(|(t, _)| *t - t0).collect();
-    assert_eq!(
-        times,
-        vec![secs(15), secs(30), secs(45), secs(60), secs(75), secs(90)]
-    );
+    assert_eq!(times, vec![secs(15), secs(30), secs(45), secs(60), secs(75), secs(90)]);
     // First unanswered uplink at 15 s → unresponsive at 75 s, reported once.
     assert_eq!(events(&mut s), vec![Event::ExitUnresponsive]);
     run_timers(&mut s, t0 + secs(300));
@@ -271,10 +245,7 @@ fn bundles_respect_the_budget_and_big_packets_go_alone() {
     for m in &tx {
         let (_, pkts) = bundle_of(m);
         let bundle_len: usize = pkts.iter().map(|p| p.len() + 2).sum();
-        assert!(
-            bundle_len <= BUNDLE_BUDGET || pkts.len() == 1,
-            "{bundle_len}"
-        );
+        assert!(bundle_len <= BUNDLE_BUDGET || pkts.len() == 1, "{bundle_len}");
         assert!(m.len() <= 16 + 6 + BUNDLE_BUDGET || pkts.len() == 1);
         all.extend(pkts);
     }

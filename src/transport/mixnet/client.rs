@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nym_sdk::mixnet::{
-    InputMessage, LaneQueueLengths, MixnetClientBuilder, MixnetClientSender, MixnetClientStorage, MixnetMessageSender, Recipient,
-    StoragePaths, TransmissionLane,
+    InputMessage, LaneQueueLengths, MixnetClientBuilder, MixnetClientSender, MixnetClientStorage, MixnetMessageSender,
+    Recipient, StoragePaths, TransmissionLane,
 };
 use nym_sdk::ShutdownTracker;
 use serde::Serialize;

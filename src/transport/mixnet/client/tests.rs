@@ -42,7 +42,11 @@ fn control_messages_carry_enough_surbs_for_an_immediate_answer() {
     assert_eq!(surbs_for(MessageKind::Control, CONTROL_REPLY_SURBS, &mut rich, t0), CONTROL_REPLY_SURBS);
     assert_eq!(surbs_for(MessageKind::Control, 4, &mut rich, t0), 4, "a small setting is honoured");
     supply.sent(20);
-    assert_eq!(surbs_for(MessageKind::Data, CONTROL_REPLY_SURBS, &mut supply, t0), 0, "stocked: a data message carries none");
+    assert_eq!(
+        surbs_for(MessageKind::Data, CONTROL_REPLY_SURBS, &mut supply, t0),
+        0,
+        "stocked: a data message carries none"
+    );
 }
 
 #[test]
