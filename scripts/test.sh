@@ -1,7 +1,7 @@
 #!/bin/bash
 # The one test command: installs what is missing, checks that every docs/ citation points at a
-# heading, builds, runs the unit and integration tests (cargo's summary lines), then the
-# privileged end-to-end suites in network namespaces.
+# heading and that the code is formatted, builds, runs the unit and integration tests (cargo's
+# summary lines), then the privileged end-to-end suites in network namespaces.
 #
 #   sudo scripts/test.sh            everything
 #   SKIP_NETNS=1 scripts/test.sh    only the unprivileged cargo tests
@@ -9,6 +9,10 @@ set -e
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -eq 0 ]]; then scripts/deps.sh; fi
 scripts/check-refs.sh
+# Formatting is part of the build (rustfmt.toml): a diff fails here, before the long build.
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo fmt --all --check
+echo "cargo fmt --check: ok"
 
 # One profile for everything: the netns suites need an optimised client to move 20 MB and
 # 50 connections quickly, and sharing the release build means nym-sdk compiles once.
