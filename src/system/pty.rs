@@ -177,7 +177,11 @@ pub fn relay(master: OwnedFd, child: &mut Child) -> io::Result<ExitStatus> {
             match read(master.as_raw_fd(), &mut buf) {
                 // EIO: every holder of the slave is gone (the program and what it started).
                 Ok(0) | Err(nix::errno::Errno::EIO) => break Ok(()),
-                Ok(n) => write_all(ofd, &buf[..n])?,
+                Ok(n) => {
+                    if let Err(e) = write_all(ofd, &buf[..n]) {
+                        break Err(e);
+                    }
+                }
                 Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
                 Err(e) => break Err(e.into()),
             }
@@ -185,7 +189,11 @@ pub fn relay(master: OwnedFd, child: &mut Child) -> io::Result<ExitStatus> {
         if from_user {
             match read(ifd.as_raw_fd(), &mut buf) {
                 Ok(0) => stdin_open = false,
-                Ok(n) => write_all(master.as_fd(), &buf[..n])?,
+                Ok(n) => {
+                    if let Err(e) = write_all(master.as_fd(), &buf[..n]) {
+                        break Err(e);
+                    }
+                }
                 Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
                 Err(_) => stdin_open = false,
             }
@@ -194,8 +202,12 @@ pub fn relay(master: OwnedFd, child: &mut Child) -> io::Result<ExitStatus> {
     // SAFETY: puts back the disposition we replaced.
     let _ = unsafe { sigaction(Signal::SIGWINCH, &old) };
     drop(master);
-    result?;
-    child.wait()
+    if result.is_err() {
+        // The caller's terminal is gone or broken: hang up on the program, as a terminal would.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGHUP);
+    }
+    let status = child.wait();
+    result.and(status)
 }
 
 fn winsize(fd: RawFd) -> Option<Winsize> {
