@@ -15,7 +15,34 @@
 //! Like bincode's `DefaultOptions` the parser rejects trailing bytes (docs/ipr-protocol.md §1.2)
 //! and, like bincode, it accepts non-minimal varints.
 
-use super::message::MessageError;
+use thiserror::Error;
+
+/// Why a payload could not be used. Cheap to build: the hot path may produce many. Defined here,
+/// below [`message`](super::message), which re-exports it: both parse untrusted payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum MessageError {
+    /// Shorter than its header or its length prefix says.
+    #[error("message truncated")]
+    Truncated,
+    /// Bytes after the end its length prefix says (bincode's `DefaultOptions` rejects them too).
+    #[error("trailing bytes after the message")]
+    TrailingBytes,
+    /// A version byte neither v9 nor v10.
+    #[error("unsupported IPR version {0}")]
+    UnknownVersion(u8),
+    /// Neither Data (0x00) nor Control (0x01).
+    #[error("unknown message tag {0}")]
+    UnknownTag(u8),
+    /// A varint whose first byte is 0xFE or 0xFF.
+    #[error("invalid varint marker {0:#04x}")]
+    BadVarint(u8),
+    /// A control response the published types do not decode.
+    #[error("control message does not decode")]
+    Decode,
+    /// bincode failed to serialize a control request (never seen; logged).
+    #[error("request could not be serialized")]
+    Encode,
+}
 
 /// `ServiceProviderType::IpPacketRouter` (second byte of every v8+ request,
 /// docs/ipr-protocol.md §1.3).

@@ -21,31 +21,15 @@ use nym_ip_packet_requests::v8::response as r9;
 use nym_ip_packet_requests::{v10, v9, ConnectFailureReason};
 use thiserror::Error;
 
+pub use super::data::MessageError;
 use super::data::{parse_data_response, TAG_CONTROL, TAG_DATA};
-
-/// Why a payload could not be used. Cheap to build: the hot path may produce many.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum MessageError {
-    #[error("message truncated")]
-    Truncated,
-    #[error("trailing bytes after the message")]
-    TrailingBytes,
-    #[error("unsupported IPR version {0}")]
-    UnknownVersion(u8),
-    #[error("unknown message tag {0}")]
-    UnknownTag(u8),
-    #[error("invalid varint marker {0:#04x}")]
-    BadVarint(u8),
-    #[error("control message does not decode")]
-    Decode,
-    #[error("request could not be serialized")]
-    Encode,
-}
 
 /// A control request ready to be framed: its bytes and the id the response will echo.
 #[derive(Debug, Clone)]
 pub struct ControlRequest {
+    /// The serialized IPR request, without the LP header.
     pub bytes: Vec<u8>,
+    /// The random id the IPR echoes in its response.
     pub request_id: u64,
 }
 
@@ -85,10 +69,13 @@ pub fn encode_ping(version: u8) -> Result<ControlRequest, MessageError> {
 /// `NoAvailableIp`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConnectDenial {
+    /// The IPR holds a session for this client already.
     #[error("IPR says the client is already connected")]
     AlreadyConnected,
+    /// The IPR's address pool is exhausted.
     #[error("IPR has no free IP address")]
     NoAvailableIp,
+    /// Any other reason, as the IPR worded it.
     #[error("IPR refused: {0}")]
     Other(String),
 }
@@ -106,8 +93,11 @@ impl From<ConnectFailureReason> for ConnectDenial {
 /// The addresses (and, from v10, the MTU) of a successful connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectOk {
+    /// The tunnel IPv4 address allocated to this client.
     pub ipv4: Ipv4Addr,
+    /// The tunnel IPv6 address allocated to this client.
     pub ipv6: Ipv6Addr,
+    /// The exit's MTU in bytes; v10 only (`None` from v9).
     pub mtu: Option<u16>,
 }
 
@@ -117,25 +107,78 @@ pub struct ConnectOk {
 pub enum Info {
     /// A data packet to `dst` ("ip:port", port 0 for ICMP) was refused by the exit policy.
     ExitPolicyDenied {
+        /// The refused destination, "ip:port".
         dst: String,
     },
+    /// The IPR does not speak the request's protocol version.
     VersionMismatch {
+        /// Protocol version of the request.
         request: u8,
+        /// Protocol version the IPR answers with.
         response: u8,
     },
+    /// Free-form text from the IPR.
     Generic(String),
 }
 
 /// One decoded IPR response. `Data` borrows the bundle from the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response<'a> {
-    Data { version: u8, bundle: &'a [u8] },
-    Connect { version: u8, request_id: u64, result: Result<ConnectOk, ConnectDenial> },
-    Disconnect { version: u8, request_id: u64, success: bool },
-    UnrequestedDisconnect { version: u8, reason: String },
-    Pong { version: u8, request_id: u64 },
-    Health { version: u8, request_id: u64 },
-    Info { version: u8, request_id: u64, info: Info },
+    /// Downlink IP packets.
+    Data {
+        /// Protocol version byte of the response.
+        version: u8,
+        /// The packets, MultiIpPacketCodec-framed (see [`Unbundler`](super::Unbundler)).
+        bundle: &'a [u8],
+    },
+    /// The answer to a Connect request.
+    Connect {
+        /// Protocol version byte of the response.
+        version: u8,
+        /// Id of the request it answers.
+        request_id: u64,
+        /// The allocation, or why the IPR refused.
+        result: Result<ConnectOk, ConnectDenial>,
+    },
+    /// The answer to a Disconnect request.
+    Disconnect {
+        /// Protocol version byte of the response.
+        version: u8,
+        /// Id of the request it answers.
+        request_id: u64,
+        /// Whether the IPR freed the session.
+        success: bool,
+    },
+    /// The IPR dropped the client on its own.
+    UnrequestedDisconnect {
+        /// Protocol version byte of the response.
+        version: u8,
+        /// The IPR's reason, as text.
+        reason: String,
+    },
+    /// The answer to a Ping request.
+    Pong {
+        /// Protocol version byte of the response.
+        version: u8,
+        /// Id of the request it answers.
+        request_id: u64,
+    },
+    /// The answer to a Health request.
+    Health {
+        /// Protocol version byte of the response.
+        version: u8,
+        /// Id of the request it answers.
+        request_id: u64,
+    },
+    /// An informational notice.
+    Info {
+        /// Protocol version byte of the response.
+        version: u8,
+        /// Id of the request it refers to.
+        request_id: u64,
+        /// What the IPR reports.
+        info: Info,
+    },
 }
 
 /// Decode one IPR response (the payload after the LP header). Versions other than 9 and 10

@@ -31,18 +31,22 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io;
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
-use super::host::{run, Host, HostError};
+use super::files::{restore_file, BACKUP_NAME};
+use super::host::{run, Host};
 use super::journal::Undo;
-use super::resolv_conf::{apply_file, BACKUP_NAME};
+use super::resolv_conf::apply_file;
+// Defined with the file mode, the lower of the two modules; the driver names them from here.
+pub use super::resolv_conf::{Applied, DnsError};
 
 /// Where the resolver configuration lives; injectable so tests run in a temp dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsPaths {
+    /// The resolver file itself (`/etc/resolv.conf`).
     pub resolv_conf: PathBuf,
+    /// systemd-resolved's runtime directory, where its `stub-resolv.conf` and `resolv.conf` live.
     pub resolved_stub_dir: PathBuf,
     /// Persistent storage for the resolv.conf backup (`--state-dir`): a backup on tmpfs would
     /// vanish with a power loss and leave the host's resolver pointing at our servers for good.
@@ -73,7 +77,7 @@ impl DnsPaths {
         if std::fs::symlink_metadata(&backup).is_err() {
             return Ok(false);
         }
-        super::resolv_conf::restore_file(&self.resolv_conf, &backup).map(|_| true)
+        restore_file(&self.resolv_conf, &backup).map(|_| true)
     }
 }
 
@@ -88,20 +92,6 @@ pub enum Manager {
     Symlink(PathBuf),
     /// No resolv.conf at all (glibc then asks 127.0.0.1).
     Missing,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DnsError {
-    #[error(transparent)]
-    Host(#[from] HostError),
-    #[error("no DNS servers given; pass --dns IP or --no-dns")]
-    NoServers,
-    #[error("{0} exists: a previous run was not cleaned up; run `smolmix-vpn down` first")]
-    StaleBackup(PathBuf),
-    #[error("{0} is neither a file nor a symlink; refusing to replace it")]
-    NotAFile(PathBuf),
-    #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
 }
 
 /// Decides who manages `paths.resolv_conf`. `resolved_up` is asked only when the file points at
@@ -155,13 +145,6 @@ fn normalize(p: &Path) -> PathBuf {
 /// when nobody owns that name; a missing `resolvectl` is "no" too.
 pub fn resolved_is_up() -> bool {
     run("resolvectl", &["--no-pager", "status"]).is_ok()
-}
-
-/// What [`apply`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    Resolved { link: String },
-    File { path: PathBuf },
 }
 
 /// Points the host's resolver at `servers` through the TUN `tun`, journalled in `host`.

@@ -10,20 +10,34 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::files::{self, BACKUP_NAME};
 use super::firewall::{self, KillSwitch};
 use super::journal::{self, Journal, JournalError, Undo};
 use super::mark::{self, FWMARK, SRC_VALID_MARK};
-use super::resolv_conf::BACKUP_NAME;
 use super::routes::{Cidr, RoutePlan, TableEntry, BACKSTOP_METRIC, RULE_PREF_BYPASS, RULE_PREF_TABLE, TABLE};
 
+/// Why a change to the host failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
+    /// The journal could not be opened, written or read.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A command ran and exited with an error.
     #[error("`{cmd}` failed: {stderr}")]
-    Command { cmd: String, stderr: String },
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// A command could not be started.
     #[error("cannot run `{cmd}`: {source} (is iproute2 installed?)")]
-    Spawn { cmd: String, source: std::io::Error },
+    Spawn {
+        /// The command line.
+        cmd: String,
+        /// The error from starting it.
+        source: std::io::Error,
+    },
 }
 
 /// Runs `program args`, returning its stdout, or an error carrying the command line and stderr.
@@ -61,6 +75,7 @@ impl Host {
         Ok(Host { run_dir: run_dir.to_path_buf(), journal: Journal::open(run_dir)?, kill_switch: false })
     }
 
+    /// The directory holding the journal.
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
     }
@@ -280,8 +295,8 @@ fn apply(undo: &Undo) -> Result<(), String> {
             run("ip", &["netns", "del", name.as_str()]).map(drop).map_err(|e| e.to_string())
         }
         // Exact, across filesystems and onto bind mounts, and only over our own file
-        // (see resolv_conf.rs).
-        Undo::RestoreFile { path, backup } => super::resolv_conf::restore_file(path, backup).map(drop),
+        // (files.rs; the contract is resolv_conf.rs's).
+        Undo::RestoreFile { path, backup } => files::restore_file(path, backup).map(drop),
         Undo::Resolvectl { args } => run("resolvectl", args).map(drop).map_err(|e| e.to_string()),
         Undo::RemoveFile { path } => fs::remove_file(path).map_err(|e| format!("remove {}: {e}", path.display())),
         Undo::Sysctl { key, value } => {
