@@ -10,6 +10,9 @@
 #  vc 198.51.100.2 ──────────────── ve 198.51.100.1 · vi 192.0.2.1 ────── vo 192.0.2.2
 #                                                     2001:db8:1::1         2001:db8:1::2
 #
+# One more program runs the same way: scripts/fresh-dependent.sh's, a project of its own that
+# depends on the library only, resolved without our Cargo.lock.
+#
 # smolmix-vpn is never started here. Each check prints "ok N - …" or "not ok N - …"; the last
 # line is "library: N passed, N failed".
 
@@ -18,6 +21,9 @@ exec 3>&1
 CURRENT_SUITE=library
 source "$(dirname "$0")/lib.sh"
 EX=${SMX_EXAMPLES:-$SMX_BIN/examples}
+# A program of its own that depends on the library only and was resolved without our Cargo.lock:
+# built by scripts/fresh-dependent.sh, which scripts/test.sh runs after the release build.
+FRESH=${SMX_FRESH_DEPENDENT:-$SMX_BIN/../debug/smolmix-fresh-dependent}
 IPR=udp://198.51.100.1:51820
 TMP=$(mktemp -d /tmp/smx-library.XXXXXX)
 trap cleanup_all EXIT
@@ -78,6 +84,14 @@ t_http_v6() {
 	lib tcp --url 'http://[2001:db8:1::2]/mid.bin' --output "$TMP/out/mid6.bin" | tee "$TMP/http6.out"
 	grep -q '^HTTP 200: 1000000 bytes' "$TMP/http6.out" && cmp -s "$TMP/www/mid.bin" "$TMP/out/mid6.bin"
 }
+# tcp's GET again, from the fresh dependent project (same flow: Tunnel, tcp_connect, hyper).
+t_fresh_dependent() {
+	[[ -x $FRESH ]] || { echo "missing $FRESH: run scripts/fresh-dependent.sh first"; return 1; }
+	pretty "$c" "$(basename "$FRESH") $IPR http://192.0.2.2/mid.bin"
+	n "$c" timeout 180 setpriv --reuid=65534 --regid=65534 --clear-groups "$FRESH" "$IPR" http://192.0.2.2/mid.bin \
+		"$TMP/out/fresh.bin" | tee "$TMP/fresh.out"
+	grep -q '^HTTP 200: 1000000 bytes' "$TMP/fresh.out" && cmp -s "$TMP/www/mid.bin" "$TMP/out/fresh.bin"
+}
 t_dns() {
 	lib udp --server 192.0.2.2:53 --name smolmix.test --type both | tee "$TMP/dns.out"
 	grep -qx 'smolmix.test A 192.0.2.80' "$TMP/dns.out" && grep -qx 'smolmix.test AAAA 2001:db8:1::80' "$TMP/dns.out"
@@ -112,6 +126,7 @@ check "the examples really run as uid 65534" t_unprivileged
 check "tcp_echo: 300 kB echoed over one connection (write, half-close, read to EOF)" t_tcp_echo
 check "tcp (hyper): HTTP GET of 1 MB, sha256 matches" t_http
 check "tcp (hyper) over IPv6: HTTP GET of 1 MB, identical" t_http_v6
+check "a fresh dependent project (library only, no lock of ours): HTTP GET of 1 MB, identical" t_fresh_dependent
 check "udp (hickory): DNS A and AAAA of smolmix.test through the tunnel" t_dns
 check "websocket (tokio-tungstenite): 10 text + one 64 KiB binary message echoed" t_websocket
 check "a closed port fails fast with a 'refused' error" t_refused

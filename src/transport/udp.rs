@@ -14,28 +14,57 @@ use tokio::net::UdpSocket;
 
 /// Socket buffers big enough for ~2 ms of 10 Gbit/s bursts: the loop drains in batches and
 /// the default 208 KiB drops datagrams while it is busy writing the TUN.
-const SOCKET_BUFFER: usize = 4 << 20;
+const SOCKET_BUFFER: u32 = 4 << 20;
 
+/// Why [`UdpTransport::connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UdpError {
+    /// The exit's host did not resolve.
     #[error("cannot resolve the exit address udp://{host}:{port}: {source}")]
-    Resolve { host: String, port: u16, source: io::Error },
+    Resolve {
+        /// The host as given.
+        host: String,
+        /// The port as given.
+        port: u16,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// Binding or connecting the socket failed.
     #[error("cannot open a UDP socket to {peer}: {source}")]
-    Socket { peer: SocketAddr, source: io::Error },
+    Socket {
+        /// The resolved exit address.
+        peer: SocketAddr,
+        /// The socket call's error.
+        source: io::Error,
+    },
+    /// Setting the routing mark failed.
     #[error("cannot mark the UDP socket to {peer} for routing beside the tunnel (needs CAP_NET_ADMIN): {source}")]
-    Mark { peer: SocketAddr, source: io::Error },
+    Mark {
+        /// The resolved exit address.
+        peer: SocketAddr,
+        /// The `setsockopt` error.
+        source: io::Error,
+    },
 }
 
+/// Counters of the UDP transport; one datagram is one message.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct UdpStats {
+    /// Datagrams received from the exit.
     pub datagrams_in: u64,
+    /// Datagrams sent to the exit.
     pub datagrams_out: u64,
+    /// Bytes of the datagrams received (UDP payload).
     pub bytes_in: u64,
+    /// Bytes of the datagrams sent (UDP payload).
     pub bytes_out: u64,
+    /// Sends that failed for a reason other than a refusal; the message is lost.
     pub send_errors: u64,
+    /// ICMP port-unreachable from the exit, seen as `ECONNREFUSED` on a send or receive.
     pub refused: u64,
 }
 
+/// A connected UDP socket to a local `smolmix-exit`.
 #[derive(Debug)]
 pub struct UdpTransport {
     sock: UdpSocket,
@@ -58,25 +87,27 @@ impl UdpTransport {
         let sock = UdpSocket::bind(bind).await.map_err(sock_err)?;
         let fd = std::os::fd::AsFd::as_fd(&sock);
         // *BufForce needs CAP_NET_ADMIN, which `up` has; fall back to the capped variant.
-        use nix::sys::socket::{setsockopt, sockopt};
-        if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
-            let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
+        use super::socket::{set, Opt};
+        if set(fd, Opt::RcvBufForce, SOCKET_BUFFER).is_err() {
+            let _ = set(fd, Opt::RcvBuf, SOCKET_BUFFER);
         }
-        if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
-            let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
+        if set(fd, Opt::SndBufForce, SOCKET_BUFFER).is_err() {
+            let _ = set(fd, Opt::SndBuf, SOCKET_BUFFER);
         }
         if let Some(m) = mark {
             // Before connect: the route (and so the source address) is chosen by connect.
-            setsockopt(&fd, sockopt::Mark, &m).map_err(|e| UdpError::Mark { peer, source: e.into() })?;
+            set(fd, Opt::Mark, m).map_err(|source| UdpError::Mark { peer, source })?;
         }
         sock.connect(peer).await.map_err(sock_err)?;
         Ok(UdpTransport { sock, peer, stats: UdpStats::default() })
     }
 
+    /// The exit's resolved address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> UdpStats {
         self.stats
     }

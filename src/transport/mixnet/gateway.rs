@@ -30,9 +30,8 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nix::sys::socket::{getpeername, SockaddrStorage};
-
 use super::MixnetClient;
+use crate::transport::socket::{self, Opt};
 
 /// How often the receive task re-reads the gateway from the topology.
 pub const TOPOLOGY_REFRESH: Duration = Duration::from_secs(60);
@@ -58,6 +57,7 @@ pub struct GatewayWatch {
 /// The gateway as the topology describes it.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Published {
+    /// The gateway's listed IP addresses (or its `mix_host` without entry details).
     pub ips: Vec<IpAddr>,
     /// Websocket ports (ws and wss) clients connect to; empty if unknown.
     pub ports: Vec<u16>,
@@ -70,6 +70,7 @@ impl Default for GatewayWatch {
 }
 
 impl GatewayWatch {
+    /// A watch that sets `mark` on each new gateway socket (`None`: no mark).
     pub fn with_mark(mark: Option<u32>) -> GatewayWatch {
         GatewayWatch {
             mark,
@@ -85,6 +86,7 @@ impl GatewayWatch {
         self.mark_failures.load(Ordering::Relaxed)
     }
 
+    /// The websocket's current fd, as the SDK reports it (`None`: no connection).
     pub fn set_fd(&self, fd: Option<RawFd>) {
         self.ws_fd.store(fd.unwrap_or(-1), Ordering::Relaxed);
     }
@@ -97,7 +99,7 @@ impl GatewayWatch {
             // SAFETY: the SDK calls us with the fd of a socket it owns and keeps open across
             // the call; we only borrow it for this setsockopt.
             let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            if let Err(e) = nix::sys::socket::setsockopt(&borrowed, nix::sys::socket::sockopt::Mark, &mark) {
+            if let Err(e) = socket::set(borrowed, Opt::Mark, mark) {
                 self.mark_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%e, "cannot mark the gateway socket; it will not reach the gateway");
             }
@@ -111,6 +113,7 @@ impl GatewayWatch {
         self.connections.load(Ordering::Relaxed).saturating_sub(1)
     }
 
+    /// Replace what the topology says about the gateway.
     pub fn set_published(&self, p: Published) {
         if let Ok(mut g) = self.published.lock() {
             *g = p;
@@ -121,7 +124,7 @@ impl GatewayWatch {
     pub fn addrs(&self) -> Vec<IpAddr> {
         let published = self.published.lock().map(|g| g.clone()).unwrap_or_default();
         let fd = self.ws_fd.load(Ordering::Relaxed);
-        let peer = if fd >= 0 { peer_of(fd) } else { None };
+        let peer = if fd >= 0 { socket::peer_of(fd) } else { None };
         merge(&published, peer)
     }
 
@@ -145,15 +148,6 @@ impl GatewayWatch {
             None => tracing::debug!(gateway = %gateway.to_base58_string(), "entry gateway not in the current topology"),
         }
     }
-}
-
-/// The remote address of socket `fd`, if it is a connected IPv4/IPv6 socket.
-pub fn peer_of(fd: RawFd) -> Option<SocketAddr> {
-    let sa: SockaddrStorage = getpeername(fd).ok()?;
-    if let Some(v4) = sa.as_sockaddr_in() {
-        return Some(SocketAddr::new(v4.ip().into(), v4.port()));
-    }
-    sa.as_sockaddr_in6().map(|v6| SocketAddr::new(v6.ip().into(), v6.port()))
 }
 
 /// Topology addresses, plus the live peer if its port is a published client port (or if no
@@ -213,18 +207,6 @@ mod tests {
         assert_eq!(merge(&p, Some("[::ffff:192.0.2.1]:9000".parse().unwrap())), [ip("192.0.2.1")]);
         p.ips = (1..=20).map(|i| IpAddr::from([192, 0, 2, i])).collect();
         assert_eq!(merge(&p, None).len(), MAX_GATEWAY_ADDRS);
-    }
-
-    #[test]
-    fn peer_of_reads_a_connected_socket_and_rejects_others() {
-        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = server.local_addr().unwrap();
-        let client = std::net::TcpStream::connect(addr).unwrap();
-        assert_eq!(peer_of(client.as_raw_fd()), Some(addr));
-        assert_eq!(peer_of(server.as_raw_fd()), None, "a listener has no peer");
-        assert_eq!(peer_of(-1), None);
-        let file = std::fs::File::open("/dev/null").unwrap();
-        assert_eq!(peer_of(file.as_raw_fd()), None, "not a socket");
     }
 
     #[test]
