@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::system::netns;
 use crate::system::routes::Cidr;
-use crate::transport::IprAddr;
+use crate::transport::{IprAddr, OpenOptions, TrafficProfile};
 
 /// Default TUN name (docs/design.md §3.1).
 pub const DEFAULT_TUN: &str = "smx0";
@@ -32,6 +32,7 @@ pub const DEFAULT_DNS: [IpAddr; 3] = [
     IpAddr::V6(Ipv6Addr::new(0x2620, 0xfe, 0, 0, 0, 0, 0, 0xfe)),
 ];
 
+/// The `smolmix-vpn` command line: global options and one subcommand.
 #[derive(Debug, Parser)]
 #[command(name = "smolmix-vpn", version, about = "Tunnel a Linux host, or one application, through the Nym mixnet")]
 pub struct Cli {
@@ -48,10 +49,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "SMOLMIX_STATE_DIR", default_value = "/var/lib/smolmix-vpn")]
     pub state_dir: PathBuf,
 
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bring the tunnel up and stay in the foreground; SIGINT/SIGTERM undo every change.
@@ -72,6 +75,7 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Where the Nym directory is.
         #[command(flatten)]
         directory: DirectoryArgs,
     },
@@ -85,18 +89,28 @@ pub struct DirectoryArgs {
     pub nym_api: Vec<String>,
 }
 
+impl DirectoryArgs {
+    /// The mixnet's options with this directory (the defaults otherwise).
+    #[cfg(feature = "mixnet")]
+    pub fn mixnet_options(&self) -> crate::transport::mixnet::MixnetOptions {
+        let mut opts = crate::transport::mixnet::MixnetOptions::default();
+        if !self.nym_api.is_empty() {
+            opts.nym_api_urls = self.nym_api.clone();
+        }
+        opts
+    }
+}
+
+/// A switch on the command line: `on` or `off`. Its variants carry no docs on purpose: clap
+/// would print them in `--help` beside the option's own text, which already says what each means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[allow(missing_docs)]
 pub enum OnOff {
     On,
     Off,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TrafficProfile {
-    Default,
-    Fast,
-}
-
+/// The options of `up`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
     /// IPR exit: a Nym address, or udp://HOST:PORT for a local smolmix-exit.
@@ -141,6 +155,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "DIR")]
     pub identity_dir: Option<PathBuf>,
 
+    /// Where the Nym directory is.
     #[command(flatten)]
     pub directory: DirectoryArgs,
 
@@ -162,6 +177,7 @@ pub struct UpArgs {
     pub netns: Option<String>,
 }
 
+/// The options of `exec`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExecArgs {
     /// Namespace of a running `up --netns` (default: the one it uses).
@@ -184,19 +200,38 @@ fn parse_netns(s: &str) -> Result<String, String> {
 /// A semantic error in the arguments, found before anything on the host changed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArgError {
+    /// `--tun` is not a valid interface name.
     #[error("--tun {0:?}: an interface name is 1 to 15 characters of letters, digits, '-', '_' or '.'")]
     BadTunName(String),
+    /// An `--exclude` of prefix length 0 would leave nothing to tunnel.
     #[error("--exclude {0} excludes every destination; use --route to choose what is tunnelled")]
     ExcludeAll(Cidr),
+    /// An IPv6 `--route` with `--ipv6 off`.
     #[error("--route {0} is IPv6 but --ipv6 off blocks IPv6")]
     V6RouteWithV6Off(Cidr),
+    /// An IPv6 `--dns` server with `--ipv6 off`.
     #[error("--dns {0} is IPv6 but --ipv6 off blocks IPv6")]
     V6DnsWithV6Off(IpAddr),
+    /// A DNS server (given or default) inside an `--exclude`d prefix.
     #[error("--dns {0} is inside --exclude {1}: DNS would leave outside the tunnel")]
     DnsExcluded(IpAddr, Cidr),
 }
 
 impl UpArgs {
+    /// How to open the transport to the exit (the routing mark is the driver's to set).
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            mark: None,
+            #[cfg(feature = "mixnet")]
+            mixnet: crate::transport::mixnet::MixnetOptions {
+                traffic: self.traffic,
+                reply_surbs: self.surbs,
+                storage_dir: self.identity_dir.clone(),
+                ..self.directory.mixnet_options()
+            },
+        }
+    }
+
     /// Checks that clap's per-value parsers cannot express.
     pub fn validate(&self) -> Result<(), ArgError> {
         let name_ok = !self.tun.is_empty()

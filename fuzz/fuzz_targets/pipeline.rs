@@ -24,12 +24,12 @@ fuzz_target!(|data: &[u8]| {
         let Some((&dir, rest)) = chunk.split_first() else { continue };
         let mut buf = rest.to_vec();
         let now = t0 + Duration::from_millis(k as u64 * 10);
-        let out = if dir & 1 == 0 { p.from_tun(&mut buf, now) } else { p.from_exit(&mut buf, now) };
+        let out = if dir & 1 == 0 { p.handle_tun(&mut buf, now) } else { p.handle_exit(&mut buf, now) };
         if let Action::ToExit(b) | Action::ToTun(b) = out {
             assert!(b.len() <= 65535);
         }
         if dir & 0x80 != 0 {
-            p.expire(now + Duration::from_secs(120));
+            p.handle_timeout(now + Duration::from_secs(120));
         }
     }
 });

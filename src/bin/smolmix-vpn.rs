@@ -9,9 +9,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use smolmix::cli::{Cli, Command, DirectoryArgs, ExecArgs, OnOff, TrafficProfile, UpArgs};
-use smolmix::driver::{self, MixnetSettings, UpConfig};
+use smolmix::cli::{Cli, Command, DirectoryArgs, ExecArgs, OnOff, UpArgs};
+use smolmix::driver::{self, UpConfig};
 use smolmix::system::exec::{self, ExecSpec};
+use smolmix::system::status::State;
 use smolmix::system::{self, host, journal, lock, status};
 
 fn main() -> ExitCode {
@@ -80,12 +81,7 @@ fn cmd_up(args: UpArgs, run_dir: &Path, state_dir: &Path) -> Result<()> {
     }
     let cfg = UpConfig {
         ipr: args.ipr.clone(),
-        mixnet: MixnetSettings {
-            fast: args.traffic == TrafficProfile::Fast,
-            reply_surbs: args.surbs,
-            identity_dir: args.identity_dir.clone(),
-            nym_api: args.directory.nym_api.clone(),
-        },
+        transport: args.open_options(),
         tun: args.tun.clone(),
         mtu_override: args.mtu,
         routes: args.effective_routes(),
@@ -129,7 +125,7 @@ fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("`smolmix-vpn exec` enters a network namespace and switches user: run it with sudo");
     }
-    let Some(st) = status::read(run_dir).filter(|s| s.state != "stopped" && s.state != "blocked") else {
+    let Some(st) = status::read(run_dir).filter(|s| s.state.is_running()) else {
         bail!("no tunnel is running: start one with `sudo smolmix-vpn up --netns NAME` first");
     };
     let Some(ns) = st.netns else {
@@ -155,7 +151,7 @@ fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
 
 #[cfg(feature = "mixnet")]
 fn cmd_exits(json: bool, directory: DirectoryArgs) -> Result<()> {
-    let opts = driver::mixnet_options(&MixnetSettings { nym_api: directory.nym_api, ..Default::default() });
+    let opts = directory.mixnet_options();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     let exits = rt.block_on(smolmix::transport::mixnet::list_exits(&opts)).context("smolmix-vpn exits")?;
     if json {
@@ -262,7 +258,7 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
         None => writeln!(out, "state: disconnected")?,
         Some(s) => {
             writeln!(out, "state:     {}", s.state)?;
-            if s.state == "blocked" {
+            if s.state == State::Blocked {
                 writeln!(out, "           nothing leaves the host but through the tunnel, which is gone: `sudo smolmix-vpn down` restores it")?;
             }
             writeln!(out, "exit:      {} (IPR v{})", s.exit, s.version.map_or("?".into(), |v| v.to_string()))?;

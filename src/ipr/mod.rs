@@ -43,6 +43,7 @@
 //!   (docs/ipr-protocol.md §1.3, §4.1): dropped and counted; a v9/v10 IPR never sends them to a
 //!   stream client.
 
+pub mod allocation;
 pub mod bundle;
 pub mod data;
 pub mod liveness;
@@ -54,6 +55,7 @@ pub mod transmit;
 #[cfg(test)]
 mod tests;
 
+pub use allocation::{Allocation, MAX_EXIT_MTU, MIN_MTU_V4, MIN_MTU_V6};
 pub use bundle::{Bundler, Unbundler, BUNDLE_BUDGET};
 pub use lp::{LpHeader, MsgType, LP_HEADER_LEN};
 pub use message::{ConnectDenial, MessageError};

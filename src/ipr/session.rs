@@ -11,7 +11,7 @@
 //! See `super` (mod.rs) for the quirks of the real IPR this tolerates.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, Ipv6Addr};
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -22,6 +22,7 @@ use super::liveness::{build_echo_request, SeqTracker, IPR_TUN_V4};
 use super::lp::{LpHeader, LP_HEADER_LEN};
 use super::message;
 use super::transmit::{Kind, Pushed, TxRing};
+use super::Allocation;
 use super::SessionError;
 
 mod receive;
@@ -32,6 +33,7 @@ const HEADROOM: usize = LP_HEADER_LEN + DATA_REQUEST_HEADER_MAX;
 /// Pending events at most; events are a handful per session, so this never fills in practice.
 const EVENT_CAP: usize = 32;
 
+/// Settings of one session; [`SessionConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// LP stream id of this session; all frames carry it and the IPR binds downlink to it.
@@ -75,76 +77,98 @@ impl SessionConfig {
 /// One whole message for the transport: the bytes to send and what they carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit<'a> {
+    /// The whole message, LP header first.
     pub bytes: &'a [u8],
+    /// Control or data; a control message expects a reply.
     pub kind: Kind,
 }
 
+/// What the session reports to its owner, read with [`Session::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Connected {
-        ipv4: Ipv4Addr,
-        ipv6: Ipv6Addr,
-        mtu: Option<u16>,
-        version: u8,
-    },
+    /// The exit accepted the session: packets flow from now on.
+    Connected(Allocation),
+    /// The connect failed (no reply in time, a refusal, a remote disconnect); no session.
     ConnectFailed(SessionError),
     /// Nothing came back for `dead_after` while we were sending. Reported once per silence.
     ExitUnresponsive,
+    /// The session is over: the IPR acknowledged the disconnect, the wait for it ran out, or
+    /// the IPR dropped us.
     Disconnected,
 }
 
 /// Counters; `msgs_*`/`bytes_*` count whole transport messages (LP header included).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SessionStats {
+    /// Whole messages handed to the transport (popped from the queue).
     pub msgs_out: u64,
+    /// Bytes of those messages.
     pub bytes_out: u64,
+    /// Whole messages received from the transport, whatever they hold.
     pub msgs_in: u64,
+    /// Bytes of those messages.
     pub bytes_in: u64,
+    /// Control requests (connect, disconnect) among `msgs_out`.
     pub control_out: u64,
+    /// Control responses received on our stream (connect, disconnect, pong, info, …).
     pub control_in: u64,
+    /// Data bundles closed and queued; those the full queue drops later are in `tx_dropped`.
     pub bundles_out: u64,
+    /// IP packets in those bundles, keepalives included.
     pub packets_out: u64,
+    /// Data responses accepted (connected, connect-time version).
     pub bundles_in: u64,
+    /// Non-empty IP packets in those responses, keepalive echo replies excluded.
     pub packets_in: u64,
+    /// Connect requests queued; a v10 try and its v9 fallback count as two.
     pub connect_attempts: u64,
     /// Messages that are not LP stream frames (bare IPR messages, other LP kinds, short).
     pub non_lp_in: u64,
+    /// LP frames of another stream id, dropped.
     pub foreign_stream_in: u64,
     /// LP frames of our stream or payloads that do not decode.
     pub malformed_in: u64,
+    /// LP frames of our stream with no payload.
     pub empty_frames_in: u64,
+    /// Data bundles that end in a truncated length prefix or packet (the tail is dropped).
     pub truncated_bundles_in: u64,
+    /// Zero-length entries in received bundles, skipped.
     pub empty_packets_in: u64,
     /// Data responses whose version is not the connect-time version.
     pub version_mismatch_in: u64,
+    /// Data responses that arrived while no session was up, dropped.
     pub data_not_connected_in: u64,
     /// Control responses matching no pending request (late v10 connect after fallback, dups).
     pub stale_control_in: u64,
+    /// Downlink frames whose sequence number was seen before.
     pub seq_dup: u64,
+    /// Downlink frames behind the highest sequence number seen (late, or older than the window).
     pub seq_reorder: u64,
+    /// Downlink sequence numbers skipped over; a late one that turns up is also in `seq_reorder`.
     pub seq_gap: u64,
+    /// Exit-policy denials of our packets (those of the keepalive excluded).
     pub info_denials: u64,
+    /// Other `Info` responses (version mismatch, generic).
     pub info_other: u64,
+    /// Pong responses.
     pub pongs: u64,
+    /// Keepalive echo requests sent.
     pub keepalives: u64,
     /// Keepalive answers: exit-policy denials of 10.0.0.1 and echo replies from it.
     pub keepalive_replies: u64,
+    /// Times [`Event::ExitUnresponsive`] was reported.
     pub exit_unresponsive: u64,
     /// The longest wait, so far, from an unanswered uplink message to the next downlink one
     /// (a stall that ended). What `dead_after` must stay above to spare healthy sessions.
     pub longest_stall_ms: u64,
+    /// Data messages dropped because the transmit queue was full (the oldest or the new one).
     pub tx_dropped: u64,
+    /// Uplink packets over 65 535 bytes, dropped.
     pub tx_oversize: u64,
+    /// Uplink packets dropped because no session was up.
     pub tx_not_connected: u64,
+    /// Oldest events dropped because the event queue was full.
     pub events_dropped: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Link {
-    version: u8,
-    ipv4: Ipv4Addr,
-    ipv6: Ipv6Addr,
-    mtu: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,11 +179,13 @@ enum Phase {
     Closed,
 }
 
+/// One IPR client session: connect, data, keepalive and disconnect over one LP stream.
 #[derive(Debug)]
 pub struct Session {
     cfg: SessionConfig,
     phase: Phase,
-    link: Option<Link>,
+    /// What the exit gave us, once connected.
+    alloc: Option<Allocation>,
     bundler: Bundler,
     ring: TxRing,
     /// The bundle being filled, if any, and how many packets it holds.
@@ -194,7 +220,7 @@ impl Session {
         let mut s = Session {
             cfg,
             phase: Phase::Closed,
-            link: None,
+            alloc: None,
             bundler: Bundler::new(BUNDLE_BUDGET, HEADROOM),
             ring,
             cur: None,
@@ -226,32 +252,25 @@ impl Session {
 
     /// Whether anything waits to be sent: a partial bundle or finished messages.
     pub fn has_pending(&self) -> bool {
-        self.cur.is_some() || self.ring.len() > 0
+        self.cur.is_some() || !self.ring.is_empty()
     }
 
+    /// Whether the exit accepted the session and it is not yet closing.
     pub fn is_connected(&self) -> bool {
         self.phase == Phase::Up
     }
 
-    /// The protocol version the IPR accepted (10 or 9), once connected.
-    pub fn version(&self) -> Option<u8> {
-        self.link.map(|l| l.version)
+    /// What the IPR allocated (addresses, MTU, version), once connected.
+    pub fn allocation(&self) -> Option<Allocation> {
+        self.alloc
     }
 
-    /// The addresses the IPR allocated, once connected.
-    pub fn allocated_ips(&self) -> Option<(Ipv4Addr, Ipv6Addr)> {
-        self.link.map(|l| (l.ipv4, l.ipv6))
-    }
-
-    /// The IPR's egress MTU (v10 only, docs/ipr-protocol.md §3.4).
-    pub fn mtu(&self) -> Option<u16> {
-        self.link.and_then(|l| l.mtu)
-    }
-
+    /// The LP stream id this session's frames carry.
     pub fn stream_id(&self) -> u64 {
         self.cfg.stream_id
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> &SessionStats {
         &self.stats
     }
@@ -280,13 +299,13 @@ impl Session {
         };
         let packets = std::mem::take(&mut self.cur_packets);
         let bundle_len = self.bundler.bundle_len(&buf);
-        let (Some(link), true) = (self.link, bundle_len > 0) else {
+        let (Some(alloc), true) = (self.alloc, bundle_len > 0) else {
             self.ring.recycle(buf);
             return;
         };
         // Header right-aligned in the headroom: [.. LP 16 | IPR hdr ≤ 8][bundle].
         let mut hdr = [0u8; DATA_REQUEST_HEADER_MAX];
-        let hlen = write_data_request_header(link.version, bundle_len, &mut hdr);
+        let hlen = write_data_request_header(alloc.version, bundle_len, &mut hdr);
         let ipr_hdr = hdr.get(DATA_REQUEST_HEADER_MAX - hlen..).unwrap_or_default();
         let start = HEADROOM - ipr_hdr.len() - LP_HEADER_LEN;
         let lp = LpHeader::data(self.cfg.stream_id, self.next_tx_seq()).encode();
@@ -303,6 +322,7 @@ impl Session {
         self.ring.front().map(|(bytes, kind)| Transmit { bytes, kind })
     }
 
+    /// Drop the message [`poll_transmit`](Self::poll_transmit) returned, now that it is sent.
     pub fn pop_transmit(&mut self) {
         if let Some((len, kind)) = self.ring.pop() {
             self.stats.msgs_out += 1;
@@ -313,10 +333,13 @@ impl Session {
         }
     }
 
+    /// The oldest pending event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) is due next (connect deadline, keepalive,
+    /// dead-exit check); `None` once closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Connecting { deadline, .. } | Phase::Disconnecting { deadline, .. } => Some(deadline),
@@ -329,6 +352,8 @@ impl Session {
         }
     }
 
+    /// Run what is due at `now`: v9 fallback or connect failure, disconnect timeout, dead-exit
+    /// report, keepalive.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
         match self.phase {
@@ -364,8 +389,8 @@ impl Session {
 
     /// Queue a Disconnect request (after any pending data) so the IPR frees the IPs now.
     pub fn disconnect(&mut self) {
-        let version = match (self.phase, self.link) {
-            (Phase::Up, Some(link)) => link.version,
+        let version = match (self.phase, self.alloc) {
+            (Phase::Up, Some(alloc)) => alloc.version,
             (Phase::Connecting { version, .. }, _) => version,
             _ => return,
         };
@@ -480,10 +505,10 @@ impl Session {
     }
 
     fn send_keepalive(&mut self, now: Instant) {
-        let Some(link) = self.link else { return };
+        let Some(alloc) = self.alloc else { return };
         self.echo_seq = self.echo_seq.wrapping_add(1);
-        let probe = build_echo_request(link.ipv4, self.echo_ident, self.echo_seq);
-        tracing::debug!(src = %link.ipv4, dst = %IPR_TUN_V4, "sending keepalive");
+        let probe = build_echo_request(alloc.ipv4, self.echo_ident, self.echo_seq);
+        tracing::debug!(src = %alloc.ipv4, dst = %IPR_TUN_V4, "sending keepalive");
         self.stats.keepalives += 1;
         self.last_probe = now;
         self.last_uplink_ip = now;

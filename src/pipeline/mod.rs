@@ -1,9 +1,9 @@
 //! The sans-IO packet pipeline between the TUN and the IPR session.
 //!
 //! ```text
-//! TUN ──▶ from_tun:  parse ─▶ reassemble ─▶ too-big? ─▶ MSS clamp ─▶ NAT (src) ─▶ ToExit
+//! TUN ──▶ handle_tun:  parse ─▶ reassemble ─▶ too-big? ─▶ MSS clamp ─▶ NAT (src) ─▶ ToExit
 //!                                               └─────▶ ICMP too big ─▶ ToTun
-//! TUN ◀── from_exit: parse ─▶ reassemble ─▶ reverse NAT (dst, ICMP error quotes) ─▶ MSS ─▶ ToTun
+//! TUN ◀── handle_exit: parse ─▶ reassemble ─▶ reverse NAT (dst, ICMP error quotes) ─▶ MSS ─▶ ToTun
 //! ```
 //!
 //! Contract:
@@ -57,6 +57,11 @@ use crate::pipeline::packet::{Family, View};
 use crate::pipeline::reassembly::{FragError, Push, Reassembler};
 pub use crate::pipeline::stats::Stats;
 
+/// How often NAT and reassembly tables are swept while they hold anything: the shortest
+/// timeout they apply is many seconds (see [`Limits::default`]), so a second's lateness is
+/// noise, and a sweep is O(table size).
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Static configuration of the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -66,28 +71,36 @@ pub struct Config {
     pub local_v6: Ipv6Addr,
     /// Tunnel MTU: the largest IP packet the exit takes whole (docs/ipr-protocol.md §3.4).
     pub mtu: u16,
+    /// Bounds of the NAT and reassembly tables and of generated ICMP.
     pub limits: Limits,
 }
 
 /// Bounds of every table; see [`Limits::default`] for the reasoning behind each value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// TCP mappings held at most.
     pub nat_tcp_entries: usize,
+    /// UDP mappings held at most.
     pub nat_udp_entries: usize,
+    /// ICMP echo-id mappings held at most.
     pub nat_icmp_entries: usize,
     /// Idle timeout of an established TCP mapping.
     pub tcp_established_timeout: Duration,
     /// Idle timeout of a TCP mapping before the handshake completed or after FIN/RST.
     pub tcp_transitory_timeout: Duration,
+    /// Idle timeout of a UDP mapping.
     pub udp_timeout: Duration,
+    /// Idle timeout of an ICMP echo mapping.
     pub icmp_timeout: Duration,
     /// Reassembly memory cap per direction, in bytes.
     pub frag_memory: usize,
     /// Concurrent partial datagrams per direction.
     pub frag_datagrams: usize,
+    /// How long a partial datagram waits for its missing fragments, from the first one.
     pub frag_timeout: Duration,
     /// Generated ICMP ("too big"): sustained rate and burst.
     pub icmp_rate_per_sec: u32,
+    /// Generated ICMP messages allowed back to back above the sustained rate.
     pub icmp_burst: u32,
 }
 
@@ -173,6 +186,7 @@ enum Out {
     ScratchTun(usize),
 }
 
+/// The packet pipeline of one tunnel: parsing, NAT, reassembly, MSS clamp and too-big replies.
 pub struct Pipeline {
     cfg: Config,
     /// Allocated addresses, kept across `clear_allocated` so that reconnecting to the same
@@ -186,9 +200,12 @@ pub struct Pipeline {
     /// Reassembled datagrams and generated ICMP; 64 KiB, allocated once.
     scratch: Vec<u8>,
     stats: Stats,
+    /// When the tables are next swept (see [`Pipeline::poll_timeout`]).
+    next_sweep: Option<Instant>,
 }
 
 impl Pipeline {
+    /// A pipeline with random NAT port choice.
     pub fn new(cfg: Config) -> Self {
         Self::with_rng(cfg, StdRng::from_entropy())
     }
@@ -210,6 +227,7 @@ impl Pipeline {
             icmp_bucket: TokenBucket::new(l.icmp_rate_per_sec, l.icmp_burst),
             scratch: Vec::with_capacity(65535),
             stats: Stats::default(),
+            next_sweep: None,
         }
     }
 
@@ -224,33 +242,50 @@ impl Pipeline {
         self.connected = true;
     }
 
-    /// Not connected: `from_tun` drops everything (counted `not_connected`).
+    /// Not connected: `handle_tun` drops everything (counted `not_connected`).
     pub fn clear_allocated(&mut self) {
         self.connected = false;
     }
 
+    /// Change the tunnel MTU, e.g. to the one a new allocation announced.
     pub fn set_mtu(&mut self, mtu: u16) {
         self.cfg.mtu = mtu;
     }
 
+    /// The tunnel MTU: the largest IP packet the exit takes whole.
     pub fn mtu(&self) -> u16 {
         self.cfg.mtu
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
-    /// Expire NAT entries and stale reassembly state; O(table size), call about once a second.
-    pub fn expire(&mut self, now: Instant) {
+    /// When NAT entries or reassembly state may next be due to expire: [`SWEEP_INTERVAL`]
+    /// after the last sweep while any table holds something, `None` when all are empty (an
+    /// idle tunnel needs no timer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Expires NAT entries and stale reassembly state if a sweep is due; O(table size), so it
+    /// runs at most once per [`SWEEP_INTERVAL`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_sweep.is_none_or(|t| t > now) {
+            return;
+        }
         self.nat.expire(now);
         self.stats.nat_expired = self.nat.expired_total();
         self.reasm_tun.expire(now, &mut self.stats);
         self.reasm_exit.expire(now, &mut self.stats);
+        let held = self.nat_entries() != (0, 0, 0) || self.reassembly_datagrams() > 0;
+        self.next_sweep = held.then(|| now + SWEEP_INTERVAL);
     }
 
     /// One packet read from the TUN; `pkt` may be rewritten in place.
-    pub fn from_tun<'a>(&'a mut self, pkt: &'a mut [u8], now: Instant) -> Action<'a> {
+    pub fn handle_tun<'a>(&'a mut self, pkt: &'a mut [u8], now: Instant) -> Action<'a> {
+        self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
         self.stats.tun_rx_packets += 1;
         self.stats.tun_rx_bytes += pkt.len() as u64;
         let r = self.tun_inner(pkt, now);
@@ -258,7 +293,8 @@ impl Pipeline {
     }
 
     /// One IP packet from the exit; `pkt` may be rewritten in place.
-    pub fn from_exit<'a>(&'a mut self, pkt: &'a mut [u8], now: Instant) -> Action<'a> {
+    pub fn handle_exit<'a>(&'a mut self, pkt: &'a mut [u8], now: Instant) -> Action<'a> {
+        self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
         self.stats.exit_rx_packets += 1;
         self.stats.exit_rx_bytes += pkt.len() as u64;
         let r = self.exit_inner(pkt, now);
@@ -372,10 +408,12 @@ impl Pipeline {
 
 /// Memory currently held by reassembly (both directions), for status reporting and tests.
 impl Pipeline {
+    /// Bytes held by partial datagrams.
     pub fn reassembly_memory(&self) -> usize {
         self.reasm_tun.memory() + self.reasm_exit.memory()
     }
 
+    /// Partial datagrams held.
     pub fn reassembly_datagrams(&self) -> usize {
         self.reasm_tun.datagrams() + self.reasm_exit.datagrams()
     }

@@ -1,4 +1,4 @@
-//! Pipeline-level tests: byte-literal packets through `from_tun` / `from_exit`, with every
+//! Pipeline-level tests: byte-literal packets through `handle_tun` / `handle_exit`, with every
 //! checksum verified by full recomputation (smoltcp `verify_checksum`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use smoltcp::wire::{Icmpv4Packet, Icmpv6Packet, IpAddress, Ipv4Packet, TcpPacket, UdpPacket};
 
 use crate::pipeline::packet::{self, L4};
-use crate::pipeline::{Action, Config, Limits, Pipeline};
+use crate::pipeline::{Action, Config, Limits, Pipeline, SWEEP_INTERVAL};
 
 /// IPv4 TCP SYN 100.86.0.2:40000 -> 192.0.2.80:80, MSS 1460, SACK-perm, TS, WS 7 (Linux-style).
 pub(super) const V4_TCP_SYN: [u8; 60] = [
@@ -131,7 +131,7 @@ fn tcp_syn_out_and_back_restores_original_bytes() {
     let mut p = pipe(1500);
     let now = t0();
     let mut pkt = V4_TCP_SYN;
-    let o = out(p.from_tun(&mut pkt, now));
+    let o = out(p.handle_tun(&mut pkt, now));
     assert_valid(&o);
     assert_eq!(&o[12..16], &EXT4.octets());
     assert_eq!(&o[16..20], &V4_TCP_SYN[16..20], "destination never changes");
@@ -139,7 +139,7 @@ fn tcp_syn_out_and_back_restores_original_bytes() {
     // MSS 1460 is exactly 1500 - 40: untouched.
     assert_eq!(&o[40..44], &[2, 4, 0x05, 0xb4]);
     let mut reply = mirror(&o);
-    let back = tun(p.from_exit(&mut reply, now));
+    let back = tun(p.handle_exit(&mut reply, now));
     assert_valid(&back);
     assert_eq!(mirror(&back), V4_TCP_SYN.to_vec());
     let s = p.stats();
@@ -151,11 +151,11 @@ fn mss_clamped_v4_and_v6_both_directions() {
     let mut p = pipe(1420);
     let now = t0();
     let mut pkt = V4_TCP_SYN;
-    let o = out(p.from_tun(&mut pkt, now));
+    let o = out(p.handle_tun(&mut pkt, now));
     assert_valid(&o);
     assert_eq!(&o[40..44], &[2, 4, 0x05, 0x64], "1380 = 1420 - 40");
     let mut pkt = V6_TCP_SYN;
-    let o6 = out(p.from_tun(&mut pkt, now));
+    let o6 = out(p.handle_tun(&mut pkt, now));
     assert_valid(&o6);
     assert_eq!(&o6[60..64], &[2, 4, 0x05, 0x50], "1360 = 1420 - 60");
     assert_eq!(&o6[8..24], &EXT6.octets());
@@ -164,7 +164,7 @@ fn mss_clamped_v4_and_v6_both_directions() {
     synack[33] = 0x12;
     synack[42..44].copy_from_slice(&1460u16.to_be_bytes());
     fix_tcp(&mut synack);
-    let back = tun(p.from_exit(&mut synack, now));
+    let back = tun(p.handle_exit(&mut synack, now));
     assert_valid(&back);
     assert_eq!(&back[42..44], &1380u16.to_be_bytes());
     assert_eq!(&back[16..20], &LOCAL4.octets());
@@ -182,18 +182,18 @@ fn udp_dns_round_trip_and_zero_checksum() {
     let mut p = pipe(1500);
     let now = t0();
     let mut pkt = V4_UDP_DNS;
-    let o = out(p.from_tun(&mut pkt, now));
+    let o = out(p.handle_tun(&mut pkt, now));
     assert_valid(&o);
     assert_eq!(&o[12..16], &EXT4.octets());
     let mut reply = mirror(&o);
-    let back = tun(p.from_exit(&mut reply, now));
+    let back = tun(p.handle_exit(&mut reply, now));
     assert_eq!(mirror(&back), V4_UDP_DNS.to_vec());
 
     // UDP over IPv4 without checksum stays without checksum.
     let mut nock = V4_UDP_DNS;
     nock[26] = 0;
     nock[27] = 0;
-    let o = out(p.from_tun(&mut nock, now));
+    let o = out(p.handle_tun(&mut nock, now));
     assert_eq!(&o[26..28], &[0, 0]);
     assert!(Ipv4Packet::new_checked(&o[..]).unwrap().verify_checksum());
 }
@@ -203,11 +203,11 @@ fn v6_udp_round_trip() {
     let mut p = pipe(1500);
     let now = t0();
     let mut pkt = V6_UDP;
-    let o = out(p.from_tun(&mut pkt, now));
+    let o = out(p.handle_tun(&mut pkt, now));
     assert_valid(&o);
     assert_eq!(&o[8..24], &EXT6.octets());
     let mut reply = mirror(&o);
-    let back = tun(p.from_exit(&mut reply, now));
+    let back = tun(p.handle_exit(&mut reply, now));
     assert_valid(&back);
     assert_eq!(mirror(&back), V6_UDP.to_vec());
 }
@@ -217,13 +217,13 @@ fn echo_id_is_mapped_and_restored() {
     let mut p = pipe(1500);
     let now = t0();
     let mut pkt = V4_ICMP_ECHO;
-    let o = out(p.from_tun(&mut pkt, now));
+    let o = out(p.handle_tun(&mut pkt, now));
     assert_valid(&o);
     // Echo reply from the exit.
     let mut reply = mirror(&o);
     reply[20] = 0;
     Icmpv4Packet::new_unchecked(&mut reply[20..]).fill_checksum();
-    let back = tun(p.from_exit(&mut reply, now));
+    let back = tun(p.handle_exit(&mut reply, now));
     assert_valid(&back);
     assert_eq!(&back[24..26], &[0x12, 0x34]);
     assert_eq!(&back[16..20], &LOCAL4.octets());
@@ -235,10 +235,10 @@ fn icmpv6_echo_pseudo_header_checksum() {
     let mut p = pipe(1500);
     let now = t0();
     let mut pkt = v6_echo(LOCAL6, "2001:db8::1".parse().unwrap(), 128, 0x4242);
-    let o = out(p.from_tun(&mut pkt, now));
+    let o = out(p.handle_tun(&mut pkt, now));
     assert_valid(&o);
     let mut reply = v6_echo("2001:db8::1".parse().unwrap(), EXT6, 129, u16::from_be_bytes([o[44], o[45]]));
-    let back = tun(p.from_exit(&mut reply, now));
+    let back = tun(p.handle_exit(&mut reply, now));
     assert_valid(&back);
     assert_eq!(&back[24..40], &LOCAL6.octets());
     assert_eq!(&back[44..46], &0x4242u16.to_be_bytes());
@@ -265,15 +265,15 @@ fn second_host_same_port_gets_other_port() {
     let mut p = pipe(1500);
     let now = t0();
     let mut a = V4_UDP_DNS;
-    let oa = out(p.from_tun(&mut a, now));
+    let oa = out(p.handle_tun(&mut a, now));
     // Same source port from a forwarded host 192.168.7.9.
     let mut b = V4_UDP_DNS.to_vec();
     set_v4_src(&mut b, Ipv4Addr::new(192, 168, 7, 9));
-    let ob = out(p.from_tun(&mut b, now));
+    let ob = out(p.handle_tun(&mut b, now));
     assert_valid(&ob);
     assert_ne!(src_port(&oa), src_port(&ob));
     let mut rb = mirror(&ob);
-    let back = tun(p.from_exit(&mut rb, now));
+    let back = tun(p.handle_exit(&mut rb, now));
     assert_valid(&back);
     assert_eq!(&back[16..20], &[192, 168, 7, 9]);
     assert_eq!(u16::from_be_bytes([back[22], back[23]]), 53000);
@@ -297,11 +297,11 @@ fn drops_are_counted() {
     let now = t0();
     let mut p = Pipeline::with_seed(config(1500), 1);
     let mut pkt = V4_UDP_DNS;
-    assert_eq!(p.from_tun(&mut pkt, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut pkt, now), Action::Drop);
     assert_eq!(p.stats().not_connected, 1);
     p.set_allocated(EXT4, None);
     let mut pkt = V6_UDP;
-    assert_eq!(p.from_tun(&mut pkt, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut pkt, now), Action::Drop);
     assert_eq!(p.stats().not_connected, 2);
 
     // Unsolicited inbound.
@@ -309,26 +309,26 @@ fn drops_are_counted() {
     let mut unsolicited = mirror(&V4_UDP_DNS);
     unsolicited[16..20].copy_from_slice(&EXT4.octets());
     set_v4_src(&mut unsolicited, Ipv4Addr::new(192, 0, 2, 53));
-    assert_eq!(p.from_exit(&mut unsolicited, now), Action::Drop);
+    assert_eq!(p.handle_exit(&mut unsolicited, now), Action::Drop);
     assert_eq!(p.stats().no_mapping, 1);
     // Wrong destination.
     let mut wrong = mirror(&V4_UDP_DNS);
-    assert_eq!(p.from_exit(&mut wrong, now), Action::Drop);
+    assert_eq!(p.handle_exit(&mut wrong, now), Action::Drop);
     assert_eq!(p.stats().wrong_dst_exit, 1);
     // Garbage both ways.
-    assert_eq!(p.from_tun(&mut [0x45, 0, 0], now), Action::Drop);
-    assert_eq!(p.from_exit(&mut [0x60; 39], now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut [0x45, 0, 0], now), Action::Drop);
+    assert_eq!(p.handle_exit(&mut [0x60; 39], now), Action::Drop);
     assert_eq!((p.stats().malformed_tun, p.stats().malformed_exit), (1, 1));
     // Truncated TCP header.
     let mut t = V4_TCP_SYN;
     t[2..4].copy_from_slice(&30u16.to_be_bytes());
     Ipv4Packet::new_unchecked(&mut t[..]).fill_checksum();
-    assert_eq!(p.from_tun(&mut t, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut t, now), Action::Drop);
     assert_eq!(p.stats().malformed_tun, 2);
     // Multicast destination (kernel chatter).
     let mut m = V4_UDP_DNS;
     m[16..20].copy_from_slice(&[224, 0, 0, 251]);
-    assert_eq!(p.from_tun(&mut m, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut m, now), Action::Drop);
     assert_eq!(p.stats().filtered_tun, 1);
 }
 
@@ -340,16 +340,16 @@ fn other_protocols_only_from_own_address() {
     gre[9] = 47;
     Ipv4Packet::new_unchecked(&mut gre[..]).fill_checksum();
     let orig = gre;
-    let o = out(p.from_tun(&mut gre, now));
+    let o = out(p.handle_tun(&mut gre, now));
     assert_valid(&o);
     assert_eq!(&o[20..], &V4_UDP_DNS[20..], "payload untouched");
     let mut back = mirror(&o);
-    let b = tun(p.from_exit(&mut back, now));
+    let b = tun(p.handle_exit(&mut back, now));
     assert_eq!(mirror(&b), orig.to_vec());
     let mut foreign = orig;
     foreign[12..16].copy_from_slice(&[192, 168, 7, 9]);
     Ipv4Packet::new_unchecked(&mut foreign[..]).fill_checksum();
-    assert_eq!(p.from_tun(&mut foreign, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut foreign, now), Action::Drop);
     assert_eq!(p.stats().unsupported_tun, 1);
 }
 
@@ -358,13 +358,13 @@ fn reallocation_clears_nat_but_reconnect_keeps_it() {
     let mut p = pipe(1500);
     let now = t0();
     let mut pkt = V4_UDP_DNS;
-    let o = out(p.from_tun(&mut pkt, now));
+    let o = out(p.handle_tun(&mut pkt, now));
     p.clear_allocated();
     let mut again = V4_UDP_DNS;
-    assert_eq!(p.from_tun(&mut again, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut again, now), Action::Drop);
     p.set_allocated(EXT4, Some(EXT6));
     let mut reply = mirror(&o);
-    assert!(matches!(p.from_exit(&mut reply, now), Action::ToTun(_)));
+    assert!(matches!(p.handle_exit(&mut reply, now), Action::ToTun(_)));
     p.set_allocated(Ipv4Addr::new(10, 0, 9, 9), Some(EXT6));
     assert_eq!(p.nat_entries(), (0, 0, 0));
 }
@@ -373,15 +373,19 @@ fn reallocation_clears_nat_but_reconnect_keeps_it() {
 fn idle_mappings_expire() {
     let mut p = pipe(1500);
     let now = t0();
+    assert_eq!(p.poll_timeout(), None, "an idle pipeline needs no timer");
     let mut pkt = V4_UDP_DNS;
-    let o = out(p.from_tun(&mut pkt, now));
-    p.expire(now + Duration::from_secs(299));
+    let o = out(p.handle_tun(&mut pkt, now));
+    assert_eq!(p.poll_timeout(), Some(now + SWEEP_INTERVAL));
+    p.handle_timeout(now + Duration::from_secs(299));
     assert_eq!(p.nat_entries().1, 1);
-    p.expire(now + Duration::from_secs(301));
+    assert_eq!(p.poll_timeout(), Some(now + Duration::from_secs(300)), "swept again a second later");
+    p.handle_timeout(now + Duration::from_secs(301));
     assert_eq!(p.nat_entries().1, 0);
     assert_eq!(p.stats().nat_expired, 1);
+    assert_eq!(p.poll_timeout(), None, "nothing left to expire");
     let mut reply = mirror(&o);
-    assert_eq!(p.from_exit(&mut reply, now), Action::Drop);
+    assert_eq!(p.handle_exit(&mut reply, now), Action::Drop);
 }
 
 #[test]
@@ -392,11 +396,11 @@ fn nat_table_full_is_counted() {
     p.set_allocated(EXT4, None);
     let now = t0();
     let mut a = V4_UDP_DNS;
-    out(p.from_tun(&mut a, now));
+    out(p.handle_tun(&mut a, now));
     let mut b = V4_UDP_DNS.to_vec();
     b[20..22].copy_from_slice(&1234u16.to_be_bytes());
     set_v4_src(&mut b, LOCAL4);
-    assert_eq!(p.from_tun(&mut b, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut b, now), Action::Drop);
     assert_eq!(p.stats().nat_table_full, 1);
 }
 
@@ -418,11 +422,11 @@ fn v6_with_destination_options_is_translated() {
     assert_valid(&pkt);
     let mut p = pipe(1500);
     let orig = pkt.clone();
-    let o = out(p.from_tun(&mut pkt, t0()));
+    let o = out(p.handle_tun(&mut pkt, t0()));
     assert_valid(&o);
     assert_eq!(&o[40..48], &orig[40..48], "extension header untouched");
     let mut reply = mirror(&o);
     // mirror() swaps ports at the parsed L4 offset, so the reply is a proper answer.
-    let back = tun(p.from_exit(&mut reply, t0()));
+    let back = tun(p.handle_exit(&mut reply, t0()));
     assert_eq!(mirror(&back), orig);
 }

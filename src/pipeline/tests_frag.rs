@@ -101,14 +101,14 @@ fn feed(p: &mut Pipeline, frags: &[Vec<u8>], from_tun: bool) -> Vec<u8> {
     let (last, rest) = frags.split_last().unwrap();
     for f in rest {
         let mut f = f.clone();
-        let a = if from_tun { p.from_tun(&mut f, now) } else { p.from_exit(&mut f, now) };
+        let a = if from_tun { p.handle_tun(&mut f, now) } else { p.handle_exit(&mut f, now) };
         assert_eq!(a, Action::Drop);
     }
     let mut f = last.clone();
     if from_tun {
-        out(p.from_tun(&mut f, now))
+        out(p.handle_tun(&mut f, now))
     } else {
-        tun(p.from_exit(&mut f, now))
+        tun(p.handle_exit(&mut f, now))
     }
 }
 
@@ -153,7 +153,7 @@ fn atomic_v6_fragment_is_unwrapped() {
     let mut p = pipe(1500);
     let f = frag_v6(&V6_UDP, 1024, 1);
     assert_eq!(f.len(), 1);
-    let whole = out(p.from_tun(&mut f[0].clone(), t0()));
+    let whole = out(p.handle_tun(&mut f[0].clone(), t0()));
     assert_valid(&whole);
     assert_eq!(whole.len(), V6_UDP.len());
 }
@@ -191,9 +191,9 @@ fn overlap_drops_datagram() {
     let orig = udp_packet(IpAddr::V6(LOCAL6), remote6(), 4000, 9000, 3000, false);
     let a = frag_v6(&orig, 1024, 5);
     let b = frag_v6(&orig, 1032, 5);
-    assert_eq!(p.from_tun(&mut a[0].clone(), now), Action::Drop);
-    assert_eq!(p.from_tun(&mut b[1].clone(), now), Action::Drop); // 1032..2064: a gap, no overlap yet
-    assert_eq!(p.from_tun(&mut a[1].clone(), now), Action::Drop); // 1024..2048 overlaps 1032..2064
+    assert_eq!(p.handle_tun(&mut a[0].clone(), now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut b[1].clone(), now), Action::Drop); // 1032..2064: a gap, no overlap yet
+    assert_eq!(p.handle_tun(&mut a[1].clone(), now), Action::Drop); // 1024..2048 overlaps 1032..2064
     assert_eq!(p.stats().frag_overlap, 1);
     assert_eq!(p.reassembly_datagrams(), 0);
 }
@@ -204,13 +204,13 @@ fn invalid_fragment_lengths() {
     let now = t0();
     let orig = udp_packet(IpAddr::V4(LOCAL4), remote4(), 4000, 9000, 3000, false);
     let frags = frag_v4(&orig, 1001); // not a multiple of 8
-    assert_eq!(p.from_tun(&mut frags[0].clone(), now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut frags[0].clone(), now), Action::Drop);
     assert_eq!(p.stats().frag_invalid, 1);
     // A fragment reaching beyond 65535 bytes.
     let mut f = frag_v4(&orig, 1480)[2].clone();
     f[6..8].copy_from_slice(&0x1fffu16.to_be_bytes());
     Ipv4Packet::new_unchecked(&mut f[..]).fill_checksum();
-    assert_eq!(p.from_tun(&mut f, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut f, now), Action::Drop);
     assert_eq!(p.stats().frag_invalid, 2);
 }
 
@@ -220,18 +220,18 @@ fn partial_datagrams_time_out() {
     let now = t0();
     let orig = udp_packet(IpAddr::V4(LOCAL4), remote4(), 4000, 9000, 3000, false);
     let frags = frag_v4(&orig, 1480);
-    assert_eq!(p.from_tun(&mut frags[0].clone(), now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut frags[0].clone(), now), Action::Drop);
     assert!(p.reassembly_memory() > 1480);
-    p.expire(now + Duration::from_secs(29));
+    p.handle_timeout(now + Duration::from_secs(29));
     assert_eq!(p.reassembly_datagrams(), 1);
-    p.expire(now + Duration::from_secs(30));
+    p.handle_timeout(now + Duration::from_secs(30));
     assert_eq!(p.reassembly_datagrams(), 0);
     assert_eq!(p.reassembly_memory(), 0);
     assert_eq!(p.stats().frag_timeout, 1);
     // The rest of the datagram arriving late does not complete it.
     let late = now + Duration::from_secs(31);
-    assert_eq!(p.from_tun(&mut frags[1].clone(), late), Action::Drop);
-    assert_eq!(p.from_tun(&mut frags[2].clone(), late), Action::Drop);
+    assert_eq!(p.handle_tun(&mut frags[1].clone(), late), Action::Drop);
+    assert_eq!(p.handle_tun(&mut frags[2].clone(), late), Action::Drop);
 }
 
 #[test]
@@ -247,13 +247,13 @@ fn memory_cap_evicts_oldest() {
     Ipv4Packet::new_unchecked(&mut b_orig[..]).fill_checksum();
     let b = frag_v4(&b_orig, 1480);
     // A's last fragment reserves ~6 KiB; B's last fragment forces A out.
-    assert_eq!(p.from_tun(&mut a[4].clone(), now), Action::Drop);
-    assert_eq!(p.from_tun(&mut b[4].clone(), now + Duration::from_millis(1)), Action::Drop);
+    assert_eq!(p.handle_tun(&mut a[4].clone(), now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut b[4].clone(), now + Duration::from_millis(1)), Action::Drop);
     assert_eq!(p.stats().frag_memory, 1);
     assert!(p.reassembly_memory() <= 8 * 1024);
     // B still completes.
     for f in &b[..3] {
-        assert_eq!(p.from_tun(&mut f.clone(), now), Action::Drop);
+        assert_eq!(p.handle_tun(&mut f.clone(), now), Action::Drop);
     }
-    assert!(matches!(p.from_tun(&mut b[3].clone(), now), Action::ToExit(_)));
+    assert!(matches!(p.handle_tun(&mut b[3].clone(), now), Action::ToExit(_)));
 }

@@ -54,7 +54,7 @@ fn icmp6_error(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, word: [u8; 4], quote: &[u8]
 fn too_big_v4_df_answers_frag_needed() {
     let mut p = pipe(1280);
     let orig = udp_packet(IpAddr::V4(LOCAL4), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), 1, 2, 1400, true);
-    let icmp = tun(p.from_tun(&mut orig.clone(), t0()));
+    let icmp = tun(p.handle_tun(&mut orig.clone(), t0()));
     assert_valid(&icmp);
     assert!(icmp.len() <= 576);
     assert_eq!(&icmp[12..16], &orig[16..20], "from the original destination");
@@ -65,14 +65,14 @@ fn too_big_v4_df_answers_frag_needed() {
     assert_eq!(p.stats().too_big_sent, 1);
     // Without DF the exit may fragment: forwarded whole.
     let nodf = udp_packet(IpAddr::V4(LOCAL4), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), 1, 2, 1400, false);
-    assert_eq!(out(p.from_tun(&mut nodf.clone(), t0())).len(), nodf.len());
+    assert_eq!(out(p.handle_tun(&mut nodf.clone(), t0())).len(), nodf.len());
 }
 
 #[test]
 fn too_big_v6_answers_packet_too_big() {
     let mut p = pipe(1280);
     let orig = udp_packet(IpAddr::V6(LOCAL6), IpAddr::V6("2001:db8::9".parse().unwrap()), 1, 2, 1400, false);
-    let icmp = tun(p.from_tun(&mut orig.clone(), t0()));
+    let icmp = tun(p.handle_tun(&mut orig.clone(), t0()));
     assert_valid(&icmp);
     assert_eq!(icmp.len(), 1280);
     assert_eq!(&icmp[8..24], &orig[24..40]);
@@ -90,14 +90,14 @@ fn too_big_is_rate_limited_and_never_about_errors() {
     p.set_allocated(EXT4, Some(EXT6));
     let now = t0();
     let big = udp_packet(IpAddr::V4(LOCAL4), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), 1, 2, 1400, true);
-    assert!(matches!(p.from_tun(&mut big.clone(), now), Action::ToTun(_)));
-    assert!(matches!(p.from_tun(&mut big.clone(), now), Action::ToTun(_)));
-    assert_eq!(p.from_tun(&mut big.clone(), now), Action::Drop);
-    assert!(matches!(p.from_tun(&mut big.clone(), now + std::time::Duration::from_secs(1)), Action::ToTun(_)));
+    assert!(matches!(p.handle_tun(&mut big.clone(), now), Action::ToTun(_)));
+    assert!(matches!(p.handle_tun(&mut big.clone(), now), Action::ToTun(_)));
+    assert_eq!(p.handle_tun(&mut big.clone(), now), Action::Drop);
+    assert!(matches!(p.handle_tun(&mut big.clone(), now + std::time::Duration::from_secs(1)), Action::ToTun(_)));
     let mut err = icmp4_error(LOCAL4, Ipv4Addr::new(192, 0, 2, 9), 3, 3, [0; 4], &big[..1300]);
     err[6] = 0x40;
     Ipv4Packet::new_unchecked(&mut err[..]).fill_checksum();
-    assert_eq!(p.from_tun(&mut err, now + std::time::Duration::from_secs(9)), Action::Drop);
+    assert_eq!(p.handle_tun(&mut err, now + std::time::Duration::from_secs(9)), Action::Drop);
     assert_eq!(p.stats().too_big_dropped, 2);
 }
 
@@ -105,14 +105,14 @@ fn too_big_is_rate_limited_and_never_about_errors() {
 fn inbound_time_exceeded_restores_quoted_udp_of_forwarded_host() {
     let mut p = pipe(1500);
     let now = t0();
-    out(p.from_tun(&mut V4_UDP_DNS.clone(), now)); // takes port 53000 for 100.86.0.2
+    out(p.handle_tun(&mut V4_UDP_DNS.clone(), now)); // takes port 53000 for 100.86.0.2
     let mut orig = V4_UDP_DNS.to_vec();
     set_v4_src(&mut orig, Ipv4Addr::new(192, 168, 7, 9));
-    let sent = out(p.from_tun(&mut orig.clone(), now));
+    let sent = out(p.handle_tun(&mut orig.clone(), now));
     assert_ne!(src_port(&sent), 53000);
     for quote_len in [28, sent.len()] {
         let mut err = icmp4_error(ROUTER4, EXT4, 11, 0, [0; 4], &sent[..quote_len]);
-        let back = tun(p.from_exit(&mut err, now));
+        let back = tun(p.handle_exit(&mut err, now));
         assert_valid(&back);
         assert_eq!(&back[12..16], &ROUTER4.octets(), "the router stays the source");
         assert_eq!(&back[16..20], &[192, 168, 7, 9]);
@@ -125,22 +125,22 @@ fn inbound_time_exceeded_restores_quoted_udp_of_forwarded_host() {
 fn inbound_frag_needed_about_tcp_and_echo() {
     let mut p = pipe(1500);
     let now = t0();
-    let sent = out(p.from_tun(&mut V4_TCP_SYN.clone(), now));
+    let sent = out(p.handle_tun(&mut V4_TCP_SYN.clone(), now));
     let mut err = icmp4_error(ROUTER4, EXT4, 3, 4, [0, 0, 0x05, 0x00], &sent[..48]);
-    let back = tun(p.from_exit(&mut err, now));
+    let back = tun(p.handle_exit(&mut err, now));
     assert_valid(&back);
     assert_eq!(&back[28..], &V4_TCP_SYN[..48]);
 
-    let sent = out(p.from_tun(&mut V4_ICMP_ECHO.clone(), now));
+    let sent = out(p.handle_tun(&mut V4_ICMP_ECHO.clone(), now));
     let mut err = icmp4_error(ROUTER4, EXT4, 11, 0, [0; 4], &sent);
-    let back = tun(p.from_exit(&mut err, now));
+    let back = tun(p.handle_exit(&mut err, now));
     assert_valid(&back);
     assert_eq!(&back[28..], &V4_ICMP_ECHO[..]);
     // An error quoting a flow we never had is dropped.
     let mut stray = sent.clone();
     stray[24] ^= 0x55;
     let mut err = icmp4_error(ROUTER4, EXT4, 11, 0, [0; 4], &stray);
-    assert_eq!(p.from_exit(&mut err, now), Action::Drop);
+    assert_eq!(p.handle_exit(&mut err, now), Action::Drop);
     assert_eq!(p.stats().no_mapping, 1);
 }
 
@@ -148,17 +148,17 @@ fn inbound_frag_needed_about_tcp_and_echo() {
 fn inbound_packet_too_big_v6() {
     let mut p = pipe(1500);
     let now = t0();
-    let sent = out(p.from_tun(&mut V6_UDP.clone(), now));
+    let sent = out(p.handle_tun(&mut V6_UDP.clone(), now));
     let mut err = icmp6_error(router6(), EXT6, 2, 1280u32.to_be_bytes(), &sent);
-    let back = tun(p.from_exit(&mut err, now));
+    let back = tun(p.handle_exit(&mut err, now));
     assert_valid(&back);
     assert_eq!(&back[24..40], &LOCAL6.octets());
     assert_eq!(&back[48..], &V6_UDP[..]);
     // Echo quoted in a v6 time exceeded.
     let ping = v6_echo(LOCAL6, "2001:db8::1".parse().unwrap(), 128, 0x4242);
-    let sent = out(p.from_tun(&mut ping.clone(), now));
+    let sent = out(p.handle_tun(&mut ping.clone(), now));
     let mut err = icmp6_error(router6(), EXT6, 3, [0; 4], &sent);
-    let back = tun(p.from_exit(&mut err, now));
+    let back = tun(p.handle_exit(&mut err, now));
     assert_valid(&back);
     assert_eq!(&back[48..], &ping[..]);
 }
@@ -167,12 +167,12 @@ fn inbound_packet_too_big_v6() {
 fn outbound_port_unreachable_quotes_exit_side_packet() {
     let mut p = pipe(1500);
     let now = t0();
-    let sent = out(p.from_tun(&mut V4_UDP_DNS.clone(), now));
+    let sent = out(p.handle_tun(&mut V4_UDP_DNS.clone(), now));
     let reply = mirror(&sent);
-    let delivered = tun(p.from_exit(&mut reply.clone(), now));
+    let delivered = tun(p.handle_exit(&mut reply.clone(), now));
     // The local host answers "port unreachable" about the delivered reply.
     let mut err = icmp4_error(LOCAL4, Ipv4Addr::new(192, 0, 2, 53), 3, 3, [0; 4], &delivered);
-    let o = out(p.from_tun(&mut err, now));
+    let o = out(p.handle_tun(&mut err, now));
     assert_valid(&o);
     assert_eq!(&o[12..16], &EXT4.octets());
     assert_eq!(&o[28..], &reply[..], "quote is the packet as the exit sent it");
@@ -196,7 +196,7 @@ fn never_panics_on_random_or_mutated_input() {
     ];
     // Establish mappings and collect exit-side seeds (replies, errors, fragments).
     for s in seeds.clone() {
-        if let Action::ToExit(o) = p.from_tun(&mut s.clone(), now) {
+        if let Action::ToExit(o) = p.handle_tun(&mut s.clone(), now) {
             let o = o.to_vec();
             seeds.push(mirror(&o));
             if o[0] >> 4 == 4 {
@@ -245,13 +245,13 @@ fn never_panics_on_random_or_mutated_input() {
             b
         };
         let t = now + std::time::Duration::from_millis(u64::from(i % 100_000));
-        let a = if i % 2 == 0 { p.from_tun(&mut buf, t) } else { p.from_exit(&mut buf, t) };
+        let a = if i % 2 == 0 { p.handle_tun(&mut buf, t) } else { p.handle_exit(&mut buf, t) };
         match a {
             Action::ToExit(o) | Action::ToTun(o) => assert!(packet::parse(o).is_ok()),
             Action::Drop => {}
         }
         if i % 1000 == 0 {
-            p.expire(t);
+            p.handle_timeout(t);
         }
     }
     let s = p.stats();

@@ -8,6 +8,8 @@
 //! - `mixnet` (feature `mixnet`): one Nym message per message, through a `MixnetClient` in
 //!   message mode; the only module that imports `nym_sdk`.
 //!
+//! [`open`] opens the one an exit address names, for the VPN and the library alike.
+//!
 //! [`Transport`] is the closed set of them; an enum rather than a trait object because the
 //! driver awaits `recv`/`send` in a `select!` loop and both variants are known at compile time.
 
@@ -19,16 +21,23 @@ use std::time::Duration;
 
 #[cfg(feature = "mixnet")]
 pub mod mixnet;
+mod open;
+mod socket;
 pub mod udp;
 
+pub use open::{open, OpenError, OpenOptions, Opened};
 pub use udp::UdpTransport;
 
 use crate::ipr::MessageKind;
 
-/// A transport towards one IPR exit.
+/// A transport towards one IPR exit. The mixnet variant is large (the SDK's client), but there
+/// is one transport per tunnel, moved only when it is opened or replaced.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Transport {
+    /// `udp://`: datagrams to a local `smolmix-exit`.
     Udp(UdpTransport),
+    /// The Nym mixnet.
     #[cfg(feature = "mixnet")]
     Mixnet(mixnet::MixnetTransport),
 }
@@ -155,17 +164,37 @@ impl Transport {
     }
 }
 
+/// Mixnet traffic profile (`--traffic default|fast`; the mixnet's options, docs in
+/// `transport/mixnet/options.rs`). Defined here, outside the mixnet module, so that the command
+/// line offers it in every build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "vpn", derive(clap::ValueEnum))]
+pub enum TrafficProfile {
+    /// The SDK's defaults: 20 ms Poisson sending, 15 ms per hop, loop cover every 200 ms.
+    #[default]
+    Default,
+    /// Upstream's high-traffic profile: 4 ms sending, 10 ms per hop, ~no loop cover.
+    Fast,
+}
+
 /// Where the IPR exit is: a Nym address, or `udp://HOST:PORT` for a local `smolmix-exit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IprAddr {
     /// A Nym client address `<identity>.<encryption-key>@<gateway-identity>` (base58).
     Nym(String),
     /// A local exit reached over UDP.
-    Udp { host: String, port: u16 },
+    Udp {
+        /// Host name or IP address (IPv6 without the brackets).
+        host: String,
+        /// UDP port, never 0.
+        port: u16,
+    },
 }
 
+/// Why a string is not an [`IprAddr`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IprAddrError {
+    /// Neither `udp://HOST:PORT` nor a well-formed Nym address; holds the input.
     #[error("{0:?}: expected udp://HOST:PORT or a Nym address <identity>.<key>@<gateway>")]
     Malformed(String),
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::link::ConnectError;
 use crate::transport::udp::UdpError;
+use crate::transport::OpenError;
 
 /// Why a tunnel operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,18 @@ impl From<TunnelError> for io::Error {
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
+    }
+}
+
+impl From<OpenError> for TunnelError {
+    fn from(e: OpenError) -> TunnelError {
+        match e {
+            OpenError::Udp(e) => TunnelError::Udp(e),
+            #[cfg(feature = "mixnet")]
+            OpenError::Mixnet(e) => e.into(),
+            OpenError::NoMixnet { ipr: Some(ipr) } => TunnelError::MixnetUnavailable { ipr },
+            OpenError::NoMixnet { ipr: None } => TunnelError::NoIpr,
+        }
     }
 }
 

@@ -70,9 +70,11 @@ pub use udp::UdpSocket;
 #[cfg(feature = "mixnet")]
 pub use crate::transport::mixnet::{MixnetClient, MixnetOptions, TrafficProfile};
 
-use crate::link;
-use crate::transport::{IprAddr, Transport, UdpTransport};
-use runner::{max_version, Runner, MAX_MESSAGE};
+use crate::link::{self, MAX_MESSAGE};
+#[cfg(feature = "mixnet")]
+use crate::transport::Transport;
+use crate::transport::{IprAddr, OpenOptions, Opened};
+use runner::Runner;
 use stack::{Shared, Stack};
 
 /// How long [`Tunnel::tcp_connect`] waits for the handshake by default: the SYN and its
@@ -148,36 +150,14 @@ impl TunnelBuilder {
     /// Opens the transport, connects the IPR session (v10, falling back to v9) and starts the
     /// background task. Needs a tokio runtime.
     pub async fn build(self) -> Result<Tunnel, TunnelError> {
-        let (transport, exit) = match &self.ipr {
-            Some(ipr @ IprAddr::Udp { host, port }) => {
-                (Transport::Udp(UdpTransport::connect(host, *port, None).await?), ipr.to_string())
-            }
-            Some(IprAddr::Nym(addr)) => mixnet_transport(Some(addr.clone()), &self).await?,
-            None => mixnet_transport(None, &self).await?,
+        let opts = OpenOptions {
+            mark: None,
+            #[cfg(feature = "mixnet")]
+            mixnet: self.mixnet.clone(),
         };
-        Tunnel::start(transport, exit, self.tcp_connect_timeout).await
+        let opened = crate::transport::open(self.ipr.as_ref(), &opts).await?;
+        Tunnel::start(opened, self.tcp_connect_timeout).await
     }
-}
-
-/// The mixnet half of `build`: the given Nym address, or the best IPR of the directory.
-#[cfg(feature = "mixnet")]
-async fn mixnet_transport(ipr: Option<String>, b: &TunnelBuilder) -> Result<(Transport, String), TunnelError> {
-    use crate::transport::mixnet::{best_ipr, MixnetTransport};
-    let address = match ipr {
-        Some(a) => a,
-        None => best_ipr(&b.mixnet).await?.address,
-    };
-    let t = MixnetTransport::connect(&address, &b.mixnet).await?;
-    Ok((Transport::Mixnet(t), address))
-}
-
-/// Without the mixnet feature only `udp://` exits exist.
-#[cfg(not(feature = "mixnet"))]
-async fn mixnet_transport(ipr: Option<String>, _b: &TunnelBuilder) -> Result<(Transport, String), TunnelError> {
-    Err(match ipr {
-        Some(ipr) => TunnelError::MixnetUnavailable { ipr },
-        None => TunnelError::NoIpr,
-    })
 }
 
 impl Tunnel {
@@ -215,34 +195,28 @@ impl Tunnel {
             return Err(MixnetError::BadAddress(format!("{ipr} (a mixnet client needs a Nym address)")).into());
         };
         let t = MixnetTransport::from_client(client, &address, &options).await?;
-        Tunnel::start(Transport::Mixnet(t), address, DEFAULT_TCP_CONNECT_TIMEOUT).await
+        let max_version = t.ipr_version_hint().unwrap_or(10);
+        let opened = Opened { transport: Transport::Mixnet(t), exit: address, max_version };
+        Tunnel::start(opened, DEFAULT_TCP_CONNECT_TIMEOUT).await
     }
 
-    async fn start(
-        mut transport: Transport,
-        exit: String,
-        tcp_connect_timeout: Duration,
-    ) -> Result<Tunnel, TunnelError> {
+    async fn start(opened: Opened, tcp_connect_timeout: Duration) -> Result<Tunnel, TunnelError> {
+        let Opened { mut transport, exit, max_version } = opened;
         let mut rx = vec![0u8; MAX_MESSAGE];
-        let max_version = max_version(&transport);
-        let (session, alloc) = link::connect(&mut transport, &mut rx, max_version)
-            .await
-            .map_err(|source| TunnelError::Connect { exit: exit.clone(), source })?;
+        let mut link = link::new_link(&transport, max_version);
+        let alloc = match link::connect(&mut link, &mut transport, &mut rx).await {
+            Ok(alloc) => alloc,
+            Err(source) => {
+                transport.shutdown().await;
+                return Err(TunnelError::Connect { exit, source });
+            }
+        };
         tracing::info!(%exit, ipv4 = %alloc.ipv4, ipv6 = %alloc.ipv6, version = alloc.version,
             mtu = alloc.tunnel_mtu(true), "tunnel connected");
         let shared = Arc::new(Shared::new(Stack::new(alloc, tokio::time::Instant::now().into_std())));
         let (stop_tx, stop_rx) = oneshot::channel();
-        let runner = Runner {
-            shared: shared.clone(),
-            session,
-            transport,
-            rx,
-            exit: exit.clone(),
-            max_version,
-            backoff: Default::default(),
-            retry_at: None,
-            path_changes: 0,
-        };
+        let path_changes = transport.path_changes();
+        let runner = Runner { shared: shared.clone(), link, transport, rx, exit: exit.clone(), path_changes };
         let task = tokio::spawn(runner.run(stop_rx));
         Ok(Tunnel { shared, stop: Mutex::new(Some(stop_tx)), task: Mutex::new(Some(task)), exit, tcp_connect_timeout })
     }

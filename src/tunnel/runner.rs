@@ -33,38 +33,18 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::device::DEVICE_BURST;
-use super::stack::{LinkState, Shared};
-use crate::ipr::{Event, Session};
-use crate::link::{self, sleep_opt, Allocation, Backoff};
+use super::stack::{Shared, StackState};
+use crate::link::{self, sleep_opt, Link, LinkEvent};
 use crate::transport::Transport;
 
-/// Receive buffer: one whole message (a 64 KiB bundle plus the LP and IPR headers).
-pub(crate) const MAX_MESSAGE: usize = 65535 + 64;
-
-/// The connect protocol version to try first: v10 (falling back to v9), or v9 straight
-/// away when the directory said the exit's release predates v10 (saves the 15 s v10 wait).
-pub(crate) fn max_version(transport: &Transport) -> u8 {
-    match transport {
-        #[cfg(feature = "mixnet")]
-        Transport::Mixnet(t) => t.ipr_version_hint().unwrap_or(10),
-        _ => 10,
-    }
-}
-
-/// Owns everything that is awaited: the session and the transport.
+/// Owns everything that is awaited: the link and the transport.
 pub(crate) struct Runner {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) session: Session,
+    pub(crate) link: Link,
     pub(crate) transport: Transport,
     pub(crate) rx: Vec<u8>,
     /// For log lines.
     pub(crate) exit: String,
-    /// See [`max_version`].
-    pub(crate) max_version: u8,
-    /// Spacing of new sessions after a loss (the VPN driver's policy).
-    pub(crate) backoff: Backoff,
-    /// When the next session starts, after a loss.
-    pub(crate) retry_at: Option<Instant>,
     /// The transport's path changes already answered with a probe.
     pub(crate) path_changes: u64,
 }
@@ -77,9 +57,9 @@ impl Runner {
             tracing::warn!(exit = %self.exit, error = %e, "tunnel transport failed; closing the tunnel");
         }
         self.shared.lock().close_all();
-        let confirmed = link::disconnect(&mut self.session, &mut self.transport, &mut self.rx).await;
+        let confirmed = link::disconnect(&mut self.link, &mut self.transport, &mut self.rx).await;
         tracing::debug!(exit = %self.exit, confirmed, "disconnected");
-        let stats = self.session.stats();
+        let stats = self.link.session().stats();
         tracing::debug!(
             exit = %self.exit,
             msgs_out = stats.msgs_out,
@@ -89,56 +69,42 @@ impl Runner {
             "tunnel closed"
         );
         // The mixnet client has tasks and a gateway connection of its own to stop.
-        #[cfg(feature = "mixnet")]
-        if let Transport::Mixnet(t) = self.transport {
-            t.shutdown().await;
-        }
+        self.transport.shutdown().await;
     }
 
     async fn event_loop(&mut self, stop: &mut oneshot::Receiver<()>) -> io::Result<()> {
         loop {
             let now = Instant::now().into_std();
-            if self.retry_at.is_some_and(|t| t.into_std() <= now) {
-                self.retry_at = None;
-                self.session = Session::new(link::session_config(&self.transport, self.max_version), now);
-            }
             let changes = self.transport.path_changes();
             if changes != self.path_changes {
                 self.path_changes = changes;
-                self.session.handle_path_change(now);
+                self.link.handle_path_change(now);
             }
-            if self.session.poll_timeout().is_some_and(|t| t <= now) {
-                self.session.handle_timeout(now);
-            }
+            self.link.handle_timeout(now);
             let more = self.poll_stack(now);
-            link::transmit(&mut self.session, &mut self.transport).await;
-            while let Some(ev) = self.session.poll_event() {
-                self.on_event(ev);
+            link::transmit(&mut self.link, &mut self.transport).await;
+            while let Some(ev) = self.link.poll_event() {
+                self.handle_event(ev);
             }
-            let pace_at = link::transmit(&mut self.session, &mut self.transport).await;
+            let pace_at = link::transmit(&mut self.link, &mut self.transport).await;
 
             let deadline = if more {
                 Some(Instant::now())
             } else {
                 let now = Instant::now().into_std();
                 let stack_at = self.shared.lock().poll_at(now);
-                [
-                    stack_at,
-                    self.session.poll_timeout(),
-                    self.retry_at.map(Instant::into_std),
-                    pace_at.map(Instant::into_std),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(Instant::from_std)
+                [stack_at, self.link.poll_timeout(), pace_at.map(Instant::into_std)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(Instant::from_std)
             };
             tokio::select! {
                 biased;
                 _ = &mut *stop => return Ok(()),
                 r = self.transport.recv(&mut self.rx) => {
                     let n = r?;
-                    self.from_exit(n);
+                    self.handle_message(n);
                     self.drain_transport()?;
                 }
                 () = self.shared.wake.notified() => {}
@@ -147,28 +113,29 @@ impl Runner {
         }
     }
 
-    /// Polls the stack once and hands what it emitted to the session. Returns whether
-    /// received packets are still waiting for the next poll.
+    /// Polls the stack once and hands what it emitted to the link. Returns whether received
+    /// packets are still waiting for the next poll.
     fn poll_stack(&mut self, now: std::time::Instant) -> bool {
         let mut st = self.shared.lock();
         let more = st.poll(now);
         let tx = &mut st.device.tx;
         // Only what the session can queue: the rest stays in the device, whose full queue makes
         // smoltcp hold its segments (back-pressure) rather than lose them in the session.
-        while let Some(pkt) = tx.front().filter(|_| self.session.can_queue()) {
-            self.session.send_ip(pkt, now);
+        while let Some(pkt) = tx.front().filter(|_| self.link.can_queue()) {
+            self.link.send_ip(pkt, now);
             tx.pop();
         }
         // The bundle stays open until the transport can take it (link::transmit).
         more
     }
 
-    /// One message from the exit: its IP packets go into the device's receive queue.
-    fn from_exit(&mut self, n: usize) {
+    /// One message from the exit (`n` bytes in `rx`): its IP packets go into the device's
+    /// receive queue.
+    fn handle_message(&mut self, n: usize) {
         let now = Instant::now().into_std();
         let Some(msg) = self.rx.get(..n) else { return };
         let mut st = self.shared.lock();
-        for pkt in self.session.handle_message(msg, now) {
+        for pkt in self.link.handle_message(msg, now) {
             st.device.push_rx(pkt);
         }
     }
@@ -177,7 +144,7 @@ impl Runner {
     fn drain_transport(&mut self) -> io::Result<()> {
         while self.shared.lock().device.rx.len() < DEVICE_BURST {
             match self.transport.try_recv(&mut self.rx) {
-                Ok(n) => self.from_exit(n),
+                Ok(n) => self.handle_message(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             }
@@ -185,29 +152,22 @@ impl Runner {
         Ok(())
     }
 
-    fn on_event(&mut self, ev: Event) {
+    /// The link's word reaches the sockets: a new allocation is installed in the stack; while
+    /// the exit is lost, the sockets stay and new connections are refused as `Reconnecting`
+    /// (the link retries with its backoff, forever: the exit may come back).
+    fn handle_event(&mut self, ev: LinkEvent) {
         match ev {
-            Event::Connected { ipv4, ipv6, mtu, version } => {
-                tracing::info!(exit = %self.exit, %ipv4, %ipv6, version, "tunnel reconnected");
-                let alloc = Allocation::new(ipv4, ipv6, mtu, version);
+            LinkEvent::Up(alloc) => {
+                tracing::info!(exit = %self.exit, ipv4 = %alloc.ipv4, ipv6 = %alloc.ipv6, version = alloc.version, "tunnel reconnected");
                 self.shared.lock().set_allocation(alloc, Instant::now().into_std());
-                self.backoff.reset();
             }
-            Event::ExitUnresponsive | Event::Disconnected | Event::ConnectFailed(_) => {
-                // Same policy as the VPN driver: keep the sockets, drop packets while a new
-                // session on a fresh stream is set up, forever (the exit may come back),
-                // spaced out by the shared backoff.
-                let delay = self.backoff.next_delay(rand::random());
-                tracing::warn!(exit = %self.exit, event = ?ev, retry_in = ?delay, "exit lost; reconnecting");
-                {
-                    let mut st = self.shared.lock();
-                    if st.state != LinkState::Closed {
-                        st.state = LinkState::Reconnecting;
-                    }
+            LinkEvent::Lost { .. } => {
+                let mut st = self.shared.lock();
+                if st.state != StackState::Closed {
+                    st.state = StackState::Reconnecting;
                 }
-                self.session.close();
-                self.retry_at = Some(Instant::now() + delay);
             }
+            LinkEvent::Failed(_) | LinkEvent::Closed => {}
         }
     }
 }

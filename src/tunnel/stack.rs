@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use super::device::QueueDevice;
 use super::error::TunnelError;
 use super::ports::{PortError, Ports, Proto};
-use crate::link::Allocation;
+use crate::ipr::Allocation;
 
 /// Sockets per tunnel, closing ones included. Bounds memory: a TCP socket reserves 2 × 256 KiB
 /// of (lazily committed) buffer.
@@ -74,9 +74,9 @@ const UDP_BUFFER: usize = 64 * 1024;
 const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 1);
 
-/// Whether traffic can flow.
+/// What the sockets see of the link (`crate::link::LinkState`): whether traffic can flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LinkState {
+pub(crate) enum StackState {
     Up,
     /// The exit was lost; a new session is being set up.
     Reconnecting,
@@ -113,7 +113,7 @@ pub(crate) struct Stack {
     /// TCP sockets whose handle was dropped while the connection was still closing.
     orphans: Vec<(SocketHandle, u16)>,
     alloc: Allocation,
-    pub(crate) state: LinkState,
+    pub(crate) state: StackState,
     /// Origin of the smoltcp clock (smoltcp's own `Instant::now` is wall-clock based).
     epoch: std::time::Instant,
 }
@@ -135,7 +135,7 @@ impl Stack {
             ports: Ports::new(rand::random()),
             orphans: Vec::new(),
             alloc,
-            state: LinkState::Up,
+            state: StackState::Up,
             epoch: now,
         }
     }
@@ -171,7 +171,7 @@ impl Stack {
     pub(crate) fn set_allocation(&mut self, alloc: Allocation, now: std::time::Instant) {
         let old = self.alloc;
         self.alloc = alloc;
-        self.state = LinkState::Up;
+        self.state = StackState::Up;
         if (old.ipv4, old.ipv6, old.tunnel_mtu(true)) == (alloc.ipv4, alloc.ipv6, alloc.tunnel_mtu(true)) {
             return;
         }
@@ -183,9 +183,9 @@ impl Stack {
     }
 
     /// Closes everything: TCP sockets are aborted, UDP sockets closed; their waiting tasks wake
-    /// up and see [`LinkState::Closed`].
+    /// up and see [`StackState::Closed`].
     pub(crate) fn close_all(&mut self) {
-        self.state = LinkState::Closed;
+        self.state = StackState::Closed;
         self.abort_tcp();
         for (_, s) in self.sockets.iter_mut() {
             if let smoltcp::socket::Socket::Udp(u) = s {
@@ -204,9 +204,9 @@ impl Stack {
 
     fn reserve_socket(&self) -> Result<(), TunnelError> {
         match self.state {
-            LinkState::Up => {}
-            LinkState::Reconnecting => return Err(TunnelError::Reconnecting),
-            LinkState::Closed => return Err(TunnelError::Closed),
+            StackState::Up => {}
+            StackState::Reconnecting => return Err(TunnelError::Reconnecting),
+            StackState::Closed => return Err(TunnelError::Closed),
         }
         if self.sockets.iter().count() >= MAX_SOCKETS {
             return Err(TunnelError::TooManySockets { max: MAX_SOCKETS });

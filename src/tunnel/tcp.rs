@@ -28,7 +28,7 @@ use smoltcp::socket::tcp;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::{closed, TunnelError};
-use super::stack::{LinkState, Shared};
+use super::stack::{Shared, StackState};
 
 /// A TCP connection through the tunnel. Create one with
 /// [`Tunnel::tcp_connect`](super::Tunnel::tcp_connect).
@@ -60,7 +60,7 @@ impl TcpStream {
     pub(crate) async fn established(&self) -> Result<(), TunnelError> {
         let progress = std::future::poll_fn(|cx| {
             let mut st = self.shared.lock();
-            if st.state == LinkState::Closed {
+            if st.state == StackState::Closed {
                 return Poll::Ready(Progress::Closed);
             }
             let sock = st.sockets.get_mut::<tcp::Socket>(self.handle);
@@ -78,7 +78,7 @@ impl TcpStream {
         .await;
         match progress {
             Progress::Established => Ok(()),
-            Progress::Refused if self.shared.lock().state == LinkState::Reconnecting => Err(TunnelError::Reconnecting),
+            Progress::Refused if self.shared.lock().state == StackState::Reconnecting => Err(TunnelError::Reconnecting),
             Progress::Refused => Err(TunnelError::Refused { addr: self.peer }),
             Progress::Closed => Err(TunnelError::Closed),
         }
@@ -97,7 +97,7 @@ impl TcpStream {
     /// Runs `f` on the socket unless the tunnel is closed.
     fn with_socket<R>(&self, f: impl FnOnce(&mut tcp::Socket<'static>) -> Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         let mut st = self.shared.lock();
-        if st.state == LinkState::Closed {
+        if st.state == StackState::Closed {
             return Poll::Ready(Err(closed()));
         }
         f(st.sockets.get_mut::<tcp::Socket>(self.handle))

@@ -25,7 +25,7 @@ use smoltcp::wire::IpEndpoint;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::error::{closed, TunnelError};
-use super::stack::{LinkState, Shared};
+use super::stack::{Shared, StackState};
 
 /// IPv4 (20) + UDP (8) header bytes.
 const V4_OVERHEAD: usize = 28;
@@ -64,7 +64,7 @@ impl UdpSocket {
         let endpoint = IpEndpoint::from(target);
         std::future::poll_fn(|cx| {
             let mut st = self.shared.lock();
-            if st.state == LinkState::Closed {
+            if st.state == StackState::Closed {
                 return Poll::Ready(Err(closed()));
             }
             let overhead = if target.is_ipv4() { V4_OVERHEAD } else { V6_OVERHEAD };
@@ -98,7 +98,7 @@ impl UdpSocket {
         let _turn = self.recv_turn.lock().await;
         std::future::poll_fn(|cx| {
             let mut st = self.shared.lock();
-            if st.state == LinkState::Closed {
+            if st.state == StackState::Closed {
                 return Poll::Ready(Err(closed()));
             }
             let sock = st.sockets.get_mut::<udp::Socket>(self.handle);

@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use super::{Event, Link, Phase, Session, SessionError};
+use super::{Allocation, Event, Phase, Session, SessionError};
 use crate::ipr::bundle::Unbundler;
 use crate::ipr::liveness::{is_echo_reply, SeqClass};
 use crate::ipr::lp::{LpError, LpHeader};
@@ -105,13 +105,13 @@ impl Session {
     }
 
     fn on_data<'a>(&mut self, version: u8, bundle: &'a [u8]) -> Packets<'a> {
-        let Some(link) = self.link.filter(|_| self.phase != Phase::Closed) else {
+        let Some(alloc) = self.alloc.filter(|_| self.phase != Phase::Closed) else {
             self.stats.data_not_connected_in += 1;
             return Packets::none();
         };
         // The IPR stamps data with the connect version (docs/ipr-protocol.md §1.8). Another version
         // can only come from a handler of a superseded connect, addressed to IPs we do not hold.
-        if version != link.version {
+        if version != alloc.version {
             self.stats.version_mismatch_in += 1;
             return Packets::none();
         }
@@ -121,7 +121,7 @@ impl Session {
         for pkt in &mut walk {
             if pkt.is_empty() {
                 self.stats.empty_packets_in += 1;
-            } else if is_echo_reply(pkt, link.ipv4, self.echo_ident) {
+            } else if is_echo_reply(pkt, alloc.ipv4, self.echo_ident) {
                 self.stats.keepalive_replies += 1;
             } else {
                 self.stats.packets_in += 1;
@@ -131,7 +131,7 @@ impl Session {
             self.stats.truncated_bundles_in += 1;
             tracing::trace!(len = bundle.len(), "bundle ends in a truncated packet");
         }
-        Packets { inner: Unbundler::new(bundle), keepalive: Some((link.ipv4, self.echo_ident)) }
+        Packets { inner: Unbundler::new(bundle), keepalive: Some((alloc.ipv4, self.echo_ident)) }
     }
 
     fn on_control(&mut self, resp: Response<'_>, now: Instant) {
@@ -205,12 +205,16 @@ impl Session {
 
     fn on_connected(&mut self, version: u8, ok: ConnectOk, now: Instant) {
         tracing::info!(ipv4 = %ok.ipv4, ipv6 = %ok.ipv6, mtu = ?ok.mtu, version, "connected to the IPR");
-        self.link = Some(Link { version, ipv4: ok.ipv4, ipv6: ok.ipv6, mtu: ok.mtu });
+        let alloc = Allocation { ipv4: ok.ipv4, ipv6: ok.ipv6, mtu: ok.mtu, version };
+        if alloc.mtu_out_of_range() {
+            tracing::warn!(announced = ?alloc.mtu, "the exit announced an MTU outside 1280..=9000; the tunnel clamps it");
+        }
+        self.alloc = Some(alloc);
         self.phase = Phase::Up;
         self.rx_seq.expect_from(1);
         self.last_uplink_ip = now;
         self.last_rx = now;
         self.last_probe = now;
-        self.push_event(Event::Connected { ipv4: ok.ipv4, ipv6: ok.ipv6, mtu: ok.mtu, version });
+        self.push_event(Event::Connected(alloc));
     }
 }

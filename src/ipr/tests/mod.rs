@@ -13,7 +13,7 @@ use nym_ip_packet_requests::{v10, v9};
 use super::lp::{LpHeader, MsgType};
 use super::message::tests::{connect_ok_v10, connect_ok_v9};
 use super::message::ConnectDenial;
-use super::{Event, Session, SessionConfig, SessionError};
+use super::{Allocation, Event, Session, SessionConfig, SessionError};
 
 const SID: u64 = 0x0011_2233_4455_6677;
 const V4: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 7);
@@ -117,7 +117,7 @@ fn first_message_is_a_v10_connect_without_open_frame() {
     assert_eq!(connect_id(&tx[0]).0, 10);
     assert_eq!(&tx[0][16..20], &[0x0a, 0x01, 0x01, 0x00]);
     assert_eq!(s.poll_timeout(), Some(t0 + secs(15)));
-    assert!(!s.is_connected() && s.version().is_none());
+    assert!(!s.is_connected() && s.allocation().is_none());
 }
 
 #[test]
@@ -130,9 +130,10 @@ fn v10_reference_reply_connects() {
     assert_eq!(&reply[33..], &[0xfb, 0x05, 0xdc]);
     assert_eq!(s.handle_message(&frame(0, &reply), t0).count(), 0);
     let ipv6: Ipv6Addr = "fc00::307".parse().unwrap();
-    let expected = Event::Connected { ipv4: V4, ipv6, mtu: Some(1500), version: 10 };
+    let expected_alloc = Allocation { ipv4: V4, ipv6, mtu: Some(1500), version: 10 };
+    let expected = Event::Connected(expected_alloc);
     assert_eq!(events(&mut s), vec![expected]);
-    assert_eq!((s.version(), s.mtu(), s.allocated_ips()), (Some(10), Some(1500), Some((V4, ipv6))));
+    assert_eq!(s.allocation(), Some(expected_alloc));
 }
 
 #[test]
@@ -144,7 +145,7 @@ fn v9_only_session_uses_the_33_byte_reply() {
     assert_eq!(s.poll_timeout(), Some(t0 + secs(60)));
     s.handle_message(&frame(0, &connect_ok_v9(id)), t0);
     let ev = events(&mut s);
-    assert!(matches!(ev[..], [Event::Connected { mtu: None, version: 9, .. }]), "{ev:?}");
+    assert!(matches!(ev[..], [Event::Connected(Allocation { mtu: None, version: 9, .. })]), "{ev:?}");
 }
 
 #[test]
@@ -186,7 +187,7 @@ fn late_v10_reply_after_fallback_is_ignored() {
     s.handle_message(&frame(0, &v9), t0 + secs(17));
     let ev = events(&mut s);
     assert!(
-        matches!(ev[..], [Event::Connected { ipv4, version: 9, mtu: None, .. }] if ipv4 == Ipv4Addr::new(10, 0, 3, 9)),
+        matches!(ev[..], [Event::Connected(Allocation { ipv4, version: 9, mtu: None, .. })] if ipv4 == Ipv4Addr::new(10, 0, 3, 9)),
         "{ev:?}"
     );
 }

@@ -34,9 +34,12 @@ use nym_sdk::{DebugConfig, NymNetworkDetails, ValidatorDetails};
 
 use super::MixnetError;
 
-/// Upstream's high-traffic values (nym-client-core-config-types `set_high_default_traffic_volume`).
+/// Fast profile: mean interval of the Poisson sending stream. The three `FAST_*` values are
+/// upstream's high-traffic profile (nym-client-core-config-types `set_high_default_traffic_volume`).
 pub const FAST_MESSAGE_SENDING_AVERAGE_DELAY: Duration = Duration::from_millis(4);
+/// Fast profile: mean delay at each mix hop.
 pub const FAST_AVERAGE_PACKET_DELAY: Duration = Duration::from_millis(10);
+/// Fast profile: mean loop-cover interval (2000 s, practically no loop cover).
 pub const FAST_LOOP_COVER_AVERAGE_DELAY: Duration = Duration::from_millis(2_000_000);
 
 /// Default spare reply SURBs the exit holds beyond its reserve (see [`super::surbs`]).
@@ -53,18 +56,12 @@ pub const DEFAULT_DIRECTORY_TIMEOUT: Duration = Duration::from_secs(10);
 /// gateway while still ending a hang.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Mixnet traffic profile (`--traffic default|fast`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TrafficProfile {
-    /// The SDK's defaults: 20 ms Poisson sending, 15 ms per hop, loop cover every 200 ms.
-    #[default]
-    Default,
-    /// Upstream's high-traffic profile: 4 ms sending, 10 ms per hop, ~no loop cover.
-    Fast,
-}
+pub use crate::transport::TrafficProfile;
 
+/// How to build and use the mixnet client; the module docs say what each setting maps onto.
 #[derive(Debug, Clone)]
 pub struct MixnetOptions {
+    /// Sending pace, per-hop delay and loop cover (`--traffic`).
     pub traffic: TrafficProfile,
     /// Reply SURBs the exit holds beyond its reserve even when idle (see [`super::surbs`]).
     pub reply_surbs: u32,

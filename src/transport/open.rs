@@ -1,0 +1,76 @@
+//! One way to open a transport from an exit address, for the VPN and the library alike.
+
+use super::udp::{UdpError, UdpTransport};
+use super::{IprAddr, Transport};
+
+/// How to open a transport.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// `SO_MARK` for the transport's sockets, set before they connect: the VPN's routing mark
+    /// (system/mark.rs) in full-tunnel mode; `None` (the library, per-app mode) leaves them
+    /// unmarked.
+    pub mark: Option<u32>,
+    /// The mixnet client's options (its `socket_mark` is replaced by `mark`).
+    #[cfg(feature = "mixnet")]
+    pub mixnet: super::mixnet::MixnetOptions,
+}
+
+/// An open transport and what `open` learnt about the exit.
+#[derive(Debug)]
+pub struct Opened {
+    /// The transport, ready to carry a session.
+    pub transport: Transport,
+    /// The exit's name for messages: `udp://…` or its Nym address.
+    pub exit: String,
+    /// The highest IPR protocol version to ask for: what the directory says the exit runs,
+    /// else 10 (the session falls back to 9 by itself, after the v10 timeout).
+    pub max_version: u8,
+}
+
+/// Why no transport could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The `udp://` exit's name did not resolve or its socket could not be set up.
+    #[error(transparent)]
+    Udp(#[from] UdpError),
+    /// The directory, the mixnet client or the exit's address failed.
+    #[cfg(feature = "mixnet")]
+    #[error(transparent)]
+    Mixnet(#[from] super::mixnet::MixnetError),
+    /// A Nym address (or none: pick from the directory) in a build without the mixnet.
+    #[error("the Nym mixnet transport is not available in this build (feature `mixnet`); use udp://HOST:PORT")]
+    NoMixnet {
+        /// The address asked for; `None`: the best exit of the directory.
+        ipr: Option<String>,
+    },
+}
+
+/// Opens a transport to `exit`: `udp://` to a local exit, a Nym address over the mixnet, or
+/// (`None`) the best IPR exit of the Nym directory.
+pub async fn open(exit: Option<&IprAddr>, opts: &OpenOptions) -> Result<Opened, OpenError> {
+    match exit {
+        Some(addr @ IprAddr::Udp { host, port }) => {
+            let t = UdpTransport::connect(host, *port, opts.mark).await?;
+            Ok(Opened { transport: Transport::Udp(t), exit: addr.to_string(), max_version: 10 })
+        }
+        #[cfg(feature = "mixnet")]
+        other => {
+            use super::mixnet::{best_ipr, MixnetTransport};
+            let mut mixnet = opts.mixnet.clone();
+            mixnet.socket_mark = opts.mark;
+            let (address, hint) = match other {
+                Some(IprAddr::Nym(a)) => (a.clone(), None),
+                _ => {
+                    let best = best_ipr(&mixnet).await?;
+                    tracing::info!(exit = %best.address, version = %best.version, "best IPR exit");
+                    (best.address, best.ipr_protocol)
+                }
+            };
+            let t = MixnetTransport::connect(&address, &mixnet).await?;
+            let max_version = hint.or(t.ipr_version_hint()).unwrap_or(10);
+            Ok(Opened { transport: Transport::Mixnet(t), exit: address, max_version })
+        }
+        #[cfg(not(feature = "mixnet"))]
+        other => Err(OpenError::NoMixnet { ipr: other.map(IprAddr::to_string) }),
+    }
+}
