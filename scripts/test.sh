@@ -1,6 +1,7 @@
 #!/bin/bash
 # The one test command: installs what is missing, checks that every docs/ citation points at a
-# heading and that the code is formatted, builds, runs the unit and integration tests (cargo's
+# heading and that the code is formatted and lint-free (clippy -D warnings), builds, builds the
+# library in a fresh project without our lock, runs the unit and integration tests (cargo's
 # summary lines), then the privileged end-to-end suites in network namespaces.
 #
 #   sudo scripts/test.sh            everything
@@ -13,6 +14,11 @@ scripts/check-refs.sh
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo fmt --all --check
 echo "cargo fmt --check: ok"
+# Lints are part of the build too: every warning (missing docs included) fails here.
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "cargo clippy: ok"
 
 # One profile for everything: the netns suites need an optimised client to move 20 MB and
 # 50 connections quickly, and sharing the release build means nym-sdk compiles once.
@@ -20,6 +26,10 @@ echo "cargo fmt --check: ok"
 # mixnet suite, and its tests decode what it serves with the published nym-api types.
 echo "== cargo build --release --workspace"
 cargo build --release --locked --workspace --bins --examples
+# A program that depends on the library gets no Cargo.lock of ours: resolve one afresh, check
+# its nym-* versions, build it (netns-tests/library.sh runs it against the local exit).
+echo "== scripts/fresh-dependent.sh (the library in a new project, without our Cargo.lock)"
+scripts/fresh-dependent.sh
 echo "== cargo test --release --workspace"
 cargo test --release --locked --workspace 2>&1 | tee /tmp/smolmix-cargo-test.log
 status=${PIPESTATUS[0]}

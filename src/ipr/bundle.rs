@@ -52,10 +52,13 @@ pub struct Bundler {
 }
 
 impl Bundler {
+    /// A bundler closing bundles at `budget` bytes (prefixes included), after `headroom`
+    /// reserved bytes.
     pub const fn new(budget: usize, headroom: usize) -> Self {
         Bundler { budget, headroom }
     }
 
+    /// Bytes reserved in front of the bundle for the headers.
     pub const fn headroom(&self) -> usize {
         self.headroom
     }
@@ -106,6 +109,7 @@ pub struct Unbundler<'a> {
 }
 
 impl<'a> Unbundler<'a> {
+    /// Iterate the packets of `bundle` (the bytes after the IPR data header).
     pub fn new(bundle: &'a [u8]) -> Self {
         Unbundler { rest: bundle, truncated: false }
     }

@@ -73,7 +73,10 @@ pub enum SeqClass {
     /// Exactly the next one.
     InOrder,
     /// Ahead of the next expected one; `missing` numbers were skipped (lost or late).
-    Gap { missing: u32 },
+    Gap {
+        /// Sequence numbers between the next expected one and this one.
+        missing: u32,
+    },
     /// Seen before (mixnet retransmission duplicates).
     Duplicate,
     /// Behind the highest seen, not seen before: arrived out of order (a gap filled late).

@@ -52,8 +52,11 @@ pub enum LpError {
 /// The parsed attributes of one `SphinxStream` frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LpHeader {
+    /// The LP stream the frame belongs to; one per session.
     pub stream_id: u64,
+    /// Open or Data.
     pub msg_type: MsgType,
+    /// Per-stream frame counter (0, 1, 2, … wrapping); 0 on the IPR's inline control replies.
     pub seq: u32,
 }
 

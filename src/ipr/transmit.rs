@@ -27,7 +27,9 @@ pub const KEEP_CAPACITY_MAX: usize = 4096;
 /// once, which the transport may need to provision for (reply SURBs on the mixnet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A control request (connect, disconnect): expects a reply, never dropped.
     Control,
+    /// A bundle of IP packets.
     Data,
 }
 
@@ -41,6 +43,7 @@ struct Slot {
 /// Result of [`TxRing::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
+    /// Queued without dropping anything.
     Queued,
     /// Queued after evicting the oldest data message.
     EvictedOldest,
@@ -48,6 +51,7 @@ pub enum Pushed {
     DroppedNew,
 }
 
+/// The bounded FIFO of finished messages and the pool of their buffers.
 #[derive(Debug)]
 pub struct TxRing {
     queue: VecDeque<Slot>,
@@ -62,6 +66,7 @@ impl Default for TxRing {
 }
 
 impl TxRing {
+    /// A ring of [`TX_RING_CAP`] data messages.
     pub fn new() -> Self {
         TxRing::with_cap(TX_RING_CAP)
     }
@@ -133,14 +138,17 @@ impl TxRing {
         while self.pop().is_some() {}
     }
 
+    /// Data messages the ring holds at most.
     pub fn cap(&self) -> usize {
         self.cap
     }
 
+    /// Messages queued now.
     pub fn len(&self) -> usize {
         self.queue.len()
     }
 
+    /// Whether no message is queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -10,17 +10,21 @@ use serde::Serialize;
 /// Counters of the pipeline, see the field docs for what each one counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Packets / bytes read from the TUN (handed to `from_tun`).
+    /// Packets read from the TUN (handed to `handle_tun`).
     pub tun_rx_packets: u64,
+    /// Bytes of those packets, IP header included.
     pub tun_rx_bytes: u64,
-    /// Packets / bytes handed to the exit (`Action::ToExit`).
+    /// Packets handed to the exit (`Action::ToExit`).
     pub exit_tx_packets: u64,
+    /// Bytes of those packets, IP header included.
     pub exit_tx_bytes: u64,
-    /// Packets / bytes received from the exit (handed to `from_exit`).
+    /// Packets received from the exit (handed to `handle_exit`).
     pub exit_rx_packets: u64,
+    /// Bytes of those packets, IP header included.
     pub exit_rx_bytes: u64,
-    /// Packets / bytes written to the TUN (`Action::ToTun`, including generated ICMP).
+    /// Packets written to the TUN (`Action::ToTun`, including generated ICMP).
     pub tun_tx_packets: u64,
+    /// Bytes of those packets, IP header included.
     pub tun_tx_bytes: u64,
 
     /// Unparseable packet from the TUN (truncated, bad version/header length, bad L4 header).
@@ -39,19 +43,22 @@ pub struct Stats {
     pub nat_table_full: u64,
     /// New flow refused because no free external port was found within the probe budget.
     pub nat_ports_exhausted: u64,
-    /// NAT mappings created / removed by idle expiry.
+    /// NAT mappings created.
     pub nat_created: u64,
+    /// NAT mappings removed by idle expiry.
     pub nat_expired: u64,
     /// Packet from the exit for which no mapping exists (unsolicited, or expired).
     pub no_mapping: u64,
     /// Packet from the exit whose destination is not our allocated address.
     pub wrong_dst_exit: u64,
 
-    /// Fragments stored for reassembly (not yet complete), per direction.
+    /// Fragments from the TUN stored for reassembly (datagram not yet complete).
     pub frag_stored_tun: u64,
+    /// Fragments from the exit stored for reassembly.
     pub frag_stored_exit: u64,
-    /// Datagrams reassembled and forwarded whole, per direction.
+    /// Datagrams from the TUN reassembled and forwarded whole.
     pub reassembled_tun: u64,
+    /// Datagrams from the exit reassembled and forwarded whole.
     pub reassembled_exit: u64,
     /// Partial datagrams dropped because their reassembly timer ran out.
     pub frag_timeout: u64,
@@ -70,8 +77,9 @@ pub struct Stats {
     pub too_big_dropped: u64,
     /// TCP SYNs whose MSS option was lowered.
     pub mss_clamped: u64,
-    /// ICMP errors whose embedded packet was translated, per direction.
+    /// ICMP errors from the exit whose embedded packet was translated.
     pub icmp_errors_in: u64,
+    /// ICMP errors from the TUN whose embedded packet was translated.
     pub icmp_errors_out: u64,
 }
 

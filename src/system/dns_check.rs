@@ -35,14 +35,30 @@ const FLAGS_RD: u16 = 0x0100;
 /// Largest reply we read; a plain UDP answer is at most 512 bytes, EDNS0 ones a few KiB.
 const MAX_REPLY: usize = 4096;
 
+/// Why the DNS check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DnsCheckError {
+    /// The name to look up cannot be encoded as a query.
     #[error("{name:?} is not a DNS name we can ask for: {why}")]
-    BadName { name: String, why: &'static str },
+    BadName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// The server list was empty.
     #[error("no DNS servers to check")]
     NoServers,
+    /// No server answered within the timeout.
     #[error("DNS does not work through the tunnel: no answer for {name} within {timeout:?} ({details})")]
-    NoAnswer { name: String, timeout: Duration, details: String },
+    NoAnswer {
+        /// The name looked up.
+        name: String,
+        /// How long each server was given.
+        timeout: Duration,
+        /// Every server and why it failed, `; `-separated.
+        details: String,
+    },
 }
 
 /// What a server said, as far as the check cares.
@@ -50,19 +66,25 @@ pub enum DnsCheckError {
 pub struct Reply {
     /// RFC 1035 §4.1.1 RCODE: 0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED.
     pub rcode: u8,
+    /// ANCOUNT: records in the answer section.
     pub answers: u16,
+    /// TC: the server truncated the reply to fit the datagram.
     pub truncated: bool,
 }
 
 /// Why a datagram is not an answer to our query; such datagrams are skipped, not fatal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
+    /// Shorter than a header, or than the header and our question.
     #[error("shorter than a DNS header and our question")]
     Short,
+    /// The id is not our query's.
     #[error("another query id")]
     WrongId,
+    /// QR not set, or an opcode other than QUERY.
     #[error("not a response to a standard query")]
     NotAResponse,
+    /// The question section does not echo ours.
     #[error("another question")]
     WrongQuestion,
 }

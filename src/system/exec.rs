@@ -65,47 +65,88 @@ const MAX_NAMESERVERS: usize = 3;
 /// Bound on symlink hops when following /etc/resolv.conf (the kernel's is 40).
 const MAX_LINKS: usize = 40;
 
+/// Why `exec` could not start the program.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    /// We are root, not under sudo or pkexec, and `--user` was not given.
     #[error("refusing to run the command as root without being asked: you are root and not under sudo; pass --user NAME, or --user root to confirm")]
     RootRefused,
+    /// A sudo or pkexec id variable is not a number.
     #[error("{var}={value:?} is not a numeric id")]
-    BadEnv { var: &'static str, value: String },
+    BadEnv {
+        /// The variable: `SUDO_UID`, `SUDO_GID` or `PKEXEC_UID`.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The user database has no such name or uid.
     #[error("no such user: {0}")]
     UnknownUser(String),
+    /// `up` configured no DNS servers for the tunnel.
     #[error("no DNS servers for the tunnel: pass --dns to `up`")]
     NoDns,
+    /// `/etc/resolv.conf` leads to a path where the tunnel's resolv.conf cannot be placed.
     #[error("/etc/resolv.conf leads to {0}, which does not exist; cannot place the tunnel's resolv.conf there")]
     ResolvConf(PathBuf),
+    /// None of the staging directories exists off the path to resolv.conf.
     #[error("no directory to stage resolv.conf on (tried {STAGE_DIRS:?})")]
     NoStageDir,
+    /// Opening the network namespace failed.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// A step of the child's sandbox setup failed.
     #[error("setting up the command's sandbox failed at `{step}`: {source}")]
-    Setup { step: &'static str, source: std::io::Error },
+    Setup {
+        /// The step that failed.
+        step: &'static str,
+        /// Its error.
+        source: std::io::Error,
+    },
+    /// The sandbox was ready but the program could not be executed.
     #[error("cannot run {program:?}: {source}")]
-    Spawn { program: OsString, source: std::io::Error },
+    Spawn {
+        /// The program as given (or the login shell).
+        program: OsString,
+        /// The error from starting it.
+        source: std::io::Error,
+    },
+    /// Another call in the parent failed (the user database, the pipe, the pty, waiting).
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: std::io::Error },
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// Its error.
+        source: std::io::Error,
+    },
 }
 
 /// What the CLI passes: `exec [--netns NAME] [--user USER] -- PROGRAM ARGS`.
 #[derive(Debug, Clone)]
 pub struct ExecSpec {
+    /// The network namespace to run in.
     pub netns: String,
+    /// `--user`: a name or uid; `None` picks one as [`choose_user`] does.
     pub user: Option<String>,
     /// The tunnel's DNS servers (`up --dns`), reached through the TUN.
     pub dns: Vec<IpAddr>,
     /// `None`: the user's login shell (an interactive shell inside the tunnel).
     pub program: Option<OsString>,
+    /// The program's arguments.
     pub args: Vec<OsString>,
 }
 
 /// Who to become, before looking it up in the user database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserChoice {
+    /// A user name.
     Name(String),
-    Id { uid: u32, gid: Option<u32> },
+    /// A numeric user.
+    Id {
+        /// The user id.
+        uid: u32,
+        /// The group id, when the caller's is known (`SUDO_GID`); else the user's primary group.
+        gid: Option<u32>,
+    },
 }
 
 /// Picks the user CMD runs as; see the module doc for the order and why root needs `--user`.

@@ -42,6 +42,7 @@ pub const TABLE: &str = "smolmix_killswitch";
 /// What the kill switch lets through besides the TUN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillSwitch {
+    /// The TUN interface: everything leaving by it is allowed.
     pub tun: String,
     /// Destinations let through at install time (later changes: [`set_elements`]).
     pub exempt: Vec<IpAddr>,

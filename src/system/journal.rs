@@ -23,27 +23,65 @@ const MAX_JOURNAL_BYTES: u64 = 1 << 20;
 #[serde(tag = "undo", rename_all = "snake_case")]
 pub enum Undo {
     /// Run `ip <args>` (delete a link, address, route or rule).
-    Ip { args: Vec<String> },
+    Ip {
+        /// The arguments after `ip`.
+        args: Vec<String>,
+    },
     /// Run `nft <args>` (delete a table we created).
-    Nft { args: Vec<String> },
+    Nft {
+        /// The arguments after `nft`.
+        args: Vec<String>,
+    },
     /// Put `backup` back at `path` (byte for byte), then remove the backup.
-    RestoreFile { path: PathBuf, backup: PathBuf },
+    RestoreFile {
+        /// The file we replaced.
+        path: PathBuf,
+        /// Our copy of its original.
+        backup: PathBuf,
+    },
     /// Remove a file we created where none existed.
-    RemoveFile { path: PathBuf },
+    RemoveFile {
+        /// The file we created.
+        path: PathBuf,
+    },
     /// Delete a network namespace we created (`ip netns del`).
-    DeleteNetns { name: String },
+    DeleteNetns {
+        /// The namespace's name.
+        name: String,
+    },
     /// Run `resolvectl <args>` (`revert <link>`: forget the DNS settings of our TUN).
-    Resolvectl { args: Vec<String> },
+    Resolvectl {
+        /// The arguments after `resolvectl`.
+        args: Vec<String>,
+    },
     /// Write `value` back to the sysctl `key` (dotted, as `sysctl(8)` names it).
-    Sysctl { key: String, value: String },
+    Sysctl {
+        /// The sysctl's name, e.g. `net.ipv4.conf.all.src_valid_mark`.
+        key: String,
+        /// Its value before our change.
+        value: String,
+    },
 }
 
+/// Why the journal could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    /// Creating the run dir, or opening, appending to or syncing the journal failed.
     #[error("cannot write the journal {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    Write {
+        /// The journal file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Reading the journal back failed.
     #[error("cannot read the journal {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The journal file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 /// An open journal that records undo steps.
@@ -94,6 +132,7 @@ impl Journal {
         Ok(())
     }
 
+    /// The journal file.
     pub fn path(&self) -> &Path {
         &self.path
     }

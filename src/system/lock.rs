@@ -18,20 +18,53 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+/// Why the run dir cannot be used, or the lock not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
+    /// The run dir is a symbolic link.
     #[error("{path} is a symbolic link; the state directory must be a real directory (remove the link)")]
-    Symlink { path: PathBuf },
+    Symlink {
+        /// The run dir.
+        path: PathBuf,
+    },
+    /// The run dir exists and is not a directory.
     #[error("{path} is not a directory")]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// The run dir.
+        path: PathBuf,
+    },
+    /// The run dir belongs to another user.
     #[error("{path} belongs to uid {owner}, not to us (uid {us}); refusing to keep root state there")]
-    Owner { path: PathBuf, owner: u32, us: u32 },
+    Owner {
+        /// The run dir.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// Our effective uid.
+        us: u32,
+    },
+    /// Group or others may write to the run dir.
     #[error("{path} can be written by others (mode {mode:o}); refusing to keep root state there")]
-    Writable { path: PathBuf, mode: u32 },
+    Writable {
+        /// The run dir.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Another `up` holds the lock.
     #[error("smolmix-vpn is already running (state in {path}); stop it with `smolmix-vpn down` first")]
-    Running { path: PathBuf },
+    Running {
+        /// The run dir.
+        path: PathBuf,
+    },
+    /// A system call on the run dir or its lock file failed.
     #[error("cannot use the state directory {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The run dir.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 /// Makes sure `run_dir` exists and is ours alone (see the module doc).

@@ -46,20 +46,51 @@ pub const NETNS_DIR: &str = "/run/netns";
 /// namespace names, so a name fits everywhere we may reuse it (e.g. a veth peer for tests).
 const MAX_NAME: usize = 15;
 
+/// Why a network namespace could not be checked, created, entered or configured.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
+    /// The name breaks [`validate_name`]'s rules.
     #[error("{0:?} is not a valid namespace name: 1-15 characters, no '/', ':', whitespace or control characters, not '.' or '..', not starting with '-'")]
     BadName(String),
+    /// The file under [`NETNS_DIR`] is not on nsfs.
     #[error("{path} exists but is not a network namespace (a stale file? remove it or pick another name)")]
-    NotANamespace { path: PathBuf },
+    NotANamespace {
+        /// The file under [`NETNS_DIR`].
+        path: PathBuf,
+    },
+    /// No namespace of that name exists.
     #[error("no network namespace {name}: start `smolmix-vpn up --netns {name}` first")]
-    Missing { name: String },
+    Missing {
+        /// The namespace's name.
+        name: String,
+    },
+    /// Opening or inspecting the namespace file failed.
     #[error("cannot open {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        /// The file under [`NETNS_DIR`].
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `setns(2)` into the namespace failed.
     #[error("cannot enter network namespace {name}: {source}")]
-    Enter { name: String, source: nix::Error },
+    Enter {
+        /// The namespace's name.
+        name: String,
+        /// setns's error.
+        source: nix::Error,
+    },
+    /// Another step inside the namespace failed.
     #[error("namespace {name}: {what}: {source}")]
-    Io { name: String, what: &'static str, source: std::io::Error },
+    Io {
+        /// The namespace's name.
+        name: String,
+        /// The step that failed.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A journalled host change (iproute2, the journal) failed.
     #[error(transparent)]
     Host(#[from] HostError),
 }
@@ -77,6 +108,7 @@ pub enum Created {
 /// when IPv6 is tunnelled, `tun::LOCAL_V6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkAddrs {
+    /// The TUN's IPv4 address (a /32).
     pub v4: Ipv4Addr,
     /// `None`: IPv6 is off or not allocated; `::/0` becomes `unreachable`, so applications in
     /// the namespace get ENETUNREACH at once instead of a hang.

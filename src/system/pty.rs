@@ -28,12 +28,24 @@ use nix::unistd::{isatty, read, write, Uid};
 /// A pty for the child: `slave` becomes its stdio, `master` stays with us.
 #[derive(Debug)]
 pub struct Pty {
+    /// Our end: what we relay to and from the caller's terminal.
     pub master: OwnedFd,
+    /// The program's end: its stdio and controlling terminal.
     pub slave: OwnedFd,
 }
 
-nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, Winsize);
-nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, Winsize);
+nix::ioctl_read_bad!(
+    /// `TIOCGWINSZ`: reads a terminal's window size.
+    get_winsize,
+    libc::TIOCGWINSZ,
+    Winsize
+);
+nix::ioctl_write_ptr_bad!(
+    /// `TIOCSWINSZ`: sets a terminal's window size.
+    set_winsize,
+    libc::TIOCSWINSZ,
+    Winsize
+);
 
 impl Pty {
     /// A pty sized and set up like the caller's terminal, owned by `uid`; `None` when stdin

@@ -39,7 +39,9 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// `0.0.0.0/0`: every IPv4 destination.
     pub const ANY_V4: Cidr = Cidr { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), len: 0 };
+    /// `::/0`: every IPv6 destination.
     pub const ANY_V6: Cidr = Cidr { addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED), len: 0 };
 
     /// A prefix; host bits are cleared, `None` if `len` is too long for the family.
@@ -64,12 +66,15 @@ impl Cidr {
         Cidr { addr, len }
     }
 
+    /// The network address (host bits cleared).
     pub fn addr(&self) -> IpAddr {
         self.addr
     }
+    /// The prefix length in bits: 0 to 32 for IPv4, to 128 for IPv6.
     pub fn prefix_len(&self) -> u8 {
         self.len
     }
+    /// Is this an IPv6 prefix?
     pub fn is_ipv6(&self) -> bool {
         self.addr.is_ipv6()
     }
@@ -93,6 +98,7 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// A string that is not a prefix (`ADDR/LEN`) or a bare address; holds the string.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0:?} is not an IPv4 or IPv6 prefix such as 192.0.2.0/24 or 2001:db8::/32")]
 pub struct CidrParseError(String);
@@ -133,6 +139,7 @@ pub enum TableEntry {
 /// The whole routing intent of one `up`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePlan {
+    /// What our table holds, one entry per prefix.
     pub entries: Vec<TableEntry>,
 }
 
@@ -173,6 +180,7 @@ impl RoutePlan {
             TableEntry::Tunnel(c) | TableEntry::Throw(c) | TableEntry::Unreachable(c) => c.is_ipv6(),
         })
     }
+    /// Does any entry carry IPv4 (so we need `ip -4 rule`s)?
     pub fn has_v4(&self) -> bool {
         self.entries.iter().any(|e| match e {
             TableEntry::Tunnel(c) | TableEntry::Throw(c) | TableEntry::Unreachable(c) => !c.is_ipv6(),

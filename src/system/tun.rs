@@ -19,12 +19,24 @@ pub const LOCAL_V4: Ipv4Addr = Ipv4Addr::new(100, 86, 0, 2);
 /// The TUN's IPv6 address: a ULA (RFC 4193) under fd6d:6978::/48 ("mix" in hex).
 pub const LOCAL_V6: Ipv6Addr = Ipv6Addr::new(0xfd6d, 0x6978, 0, 0, 0, 0, 0, 2);
 
+/// Why the TUN could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TunError {
+    /// The kernel refused to create the device.
     #[error("cannot create TUN device {name}: {source} (is /dev/net/tun available, and are you root?)")]
-    Create { name: String, source: std::io::Error },
+    Create {
+        /// The interface name.
+        name: String,
+        /// The error from tun-rs.
+        source: std::io::Error,
+    },
+    /// An interface of that name exists already.
     #[error("TUN device {name} already exists: another smolmix-vpn may be running (`smolmix-vpn down` cleans up)")]
-    Exists { name: String },
+    Exists {
+        /// The interface name.
+        name: String,
+    },
+    /// Journalling or configuring the device (addresses, link up) failed.
     #[error(transparent)]
     Host(#[from] HostError),
 }

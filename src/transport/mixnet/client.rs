@@ -50,9 +50,13 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Counters, for `status --json`.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct MixnetStats {
+    /// Messages from the exit handed to the session (taken from the receive queue).
     pub messages_in: u64,
+    /// Bytes of those messages, LP header included.
     pub bytes_in: u64,
+    /// Messages the SDK took for sending to the exit.
     pub messages_out: u64,
+    /// Bytes of those messages, LP header included (SURBs and Sphinx overhead not counted).
     pub bytes_out: u64,
     /// Messages the SDK refused (its input channel is closed: the client has stopped).
     pub send_errors: u64,
@@ -67,9 +71,11 @@ pub struct MixnetStats {
     /// Reply SURBs sent in all (data and control messages), and how many of them the exit
     /// should still hold by our count (sent minus downlink messages).
     pub reply_surbs_sent: u64,
+    /// Reply SURBs the exit should still hold by our count: sent minus downlink messages.
     pub reply_surbs_outstanding: u64,
 }
 
+/// The live counters, shared between the transport, its receive queue and its receive task.
 #[derive(Debug, Default)]
 pub struct Counters {
     messages_in: AtomicU64,
@@ -120,6 +126,7 @@ pub fn offer(tx: &mpsc::Sender<Vec<u8>>, msg: Vec<u8>, counters: &Counters) {
 }
 
 impl RecvQueue {
+    /// A queue of at most `capacity` messages (at least 1) and the sender the task offers to.
     pub fn new(capacity: usize, counters: Arc<Counters>) -> (mpsc::Sender<Vec<u8>>, RecvQueue) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (tx, RecvQueue { rx, counters })
@@ -185,6 +192,7 @@ pub(crate) fn surbs_for(kind: MessageKind, control: u32, supply: &mut ReplySuppl
     }
 }
 
+/// Our own Nym client in message mode, sending to one IPR exit.
 pub struct MixnetTransport {
     sender: MixnetClientSender,
     ipr: Recipient,
@@ -303,12 +311,15 @@ impl MixnetTransport {
         })
     }
 
+    /// Waits for one whole message from the exit; returns its length in `buf`. Fails once the
+    /// client has stopped.
     pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.queue.recv(buf).await?;
         self.supply.received(Instant::now());
         Ok(n)
     }
 
+    /// One more message if one is already queued (`WouldBlock` otherwise).
     pub fn try_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.queue.try_recv(buf)?;
         self.supply.received(Instant::now());
@@ -364,6 +375,7 @@ impl MixnetTransport {
         self.gateway.addrs()
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> MixnetStats {
         self.counters.snapshot(self.reply_surbs, &self.supply)
     }

@@ -45,8 +45,11 @@ pub struct ExitInfo {
 /// A directory entry before ranking: what the SDK returns, as plain values.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// The IPR's Nym address (`<identity>.<key>@<gateway>`).
     pub address: String,
+    /// The exit gateway's ed25519 identity (base58).
     pub identity: String,
+    /// The node's release version.
     pub version: semver::Version,
     /// Percent, 0..=100.
     pub performance: u8,

@@ -41,7 +41,12 @@ pub use options::{MixnetOptions, TrafficProfile};
 pub enum MixnetError {
     /// No answer (or no usable answer) from any nym-api URL within `directory_timeout`.
     #[error("cannot reach the Nym directory (nym-api) at {url}: {reason}")]
-    DirectoryUnreachable { url: String, reason: String },
+    DirectoryUnreachable {
+        /// The nym-api URLs asked, comma-separated.
+        url: String,
+        /// What went wrong, with its sources.
+        reason: String,
+    },
     /// A nym-api URL given in the options does not parse.
     #[error("bad Nym directory URL in {0:?}: expected http(s)://HOST[:PORT]/PATH")]
     BadDirectoryUrl(String),
@@ -50,7 +55,10 @@ pub enum MixnetError {
     NoExits,
     /// The exit runs a release that speaks no IPR protocol we do (LP framing came with v9).
     #[error("the exit runs nym-node {version}, which predates IPR protocol v9 (nym-node 1.30.0): it cannot carry this tunnel; pick another exit (smolmix-vpn exits)")]
-    ExitTooOld { version: String },
+    ExitTooOld {
+        /// The exit's nym-node release, as the directory lists it.
+        version: String,
+    },
     /// Zero reply SURBs: the IPR could never answer (it replies only through SURBs we send).
     #[error("at least one reply SURB per message is needed: the exit answers only through the SURBs it is sent")]
     NoReplySurbs,
@@ -59,12 +67,20 @@ pub enum MixnetError {
     BadAddress(String),
     /// The persistent identity directory cannot be used.
     #[error("cannot use {} for the mixnet identity: {reason}", path.display())]
-    Storage { path: PathBuf, reason: String },
+    Storage {
+        /// The identity directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The directory answered, but the client did not finish joining the mixnet in time.
     #[error(
         "connecting to the Nym mixnet timed out after {secs} s (the directory answered; the entry gateway did not)"
     )]
-    ConnectTimeout { secs: u64 },
+    ConnectTimeout {
+        /// The `connect_timeout` that ran out, in seconds.
+        secs: u64,
+    },
     /// The gateway socket could not carry the routing mark the options ask for.
     #[error("cannot mark the gateway socket for routing beside the tunnel (needs CAP_NET_ADMIN)")]
     Mark,

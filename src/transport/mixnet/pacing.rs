@@ -44,6 +44,7 @@ impl Pacer {
         self.tick
     }
 
+    /// Records a data message handed to the SDK at `now`.
     pub fn sent(&mut self, now: Instant) {
         self.last_data = Some(now);
     }
