@@ -75,7 +75,7 @@ fn cmd_up(args: UpArgs, run_dir: &Path, state_dir: &Path) -> Result<()> {
     }
     lock::prepare(state_dir)?;
     match recover_state(state_dir) {
-        Ok(true) => eprintln!("smolmix-vpn: restored {} from the backup an earlier run left", RESOLV_CONF),
+        Ok(true) => eprintln!("smolmix-vpn: restored {} from the backup an earlier run left", resolv_conf().display()),
         Ok(false) => {}
         Err(e) => eprintln!("smolmix-vpn: warning: cleanup: {e}"),
     }
@@ -213,14 +213,18 @@ fn cmd_down(run_dir: &Path, state_dir: &Path) -> Result<()> {
     match (stopped, pending, restored) {
         (true, ..) => println!("stopped the running tunnel; host restored"),
         (false, 0, false) => println!("nothing to undo"),
-        (false, 0, true) => println!("restored {RESOLV_CONF} from the backup an earlier run left (a reboot while up?)"),
+        (false, 0, true) => {
+            println!("restored {} from the backup an earlier run left (a reboot while up?)", resolv_conf().display())
+        }
         (false, n, _) => println!("undid {n} changes left by an earlier run"),
     }
     Ok(())
 }
 
 /// The host's resolver file, whose backup may outlive the run dir.
-const RESOLV_CONF: &str = "/etc/resolv.conf";
+fn resolv_conf() -> std::path::PathBuf {
+    system::dns::DnsPaths::default().resolv_conf
+}
 
 /// Restores resolv.conf from a backup the journal no longer knows of (dns.rs); refuses a
 /// state dir others could have written, as for the run dir.
@@ -230,7 +234,6 @@ fn recover_state(state_dir: &Path) -> std::result::Result<bool, String> {
     }
     lock::check(state_dir).map_err(|e| e.to_string())?;
     let paths = system::dns::DnsPaths { backup_dir: state_dir.to_path_buf(), ..Default::default() };
-    debug_assert_eq!(paths.resolv_conf, Path::new(RESOLV_CONF));
     paths.recover_backup()
 }
 

@@ -207,12 +207,15 @@ mod tests {
         "192.0.2.1:1000".parse().unwrap()
     }
 
+    /// A queue for one direction, a seeded rng and the start time.
+    fn queue(config: ImpairConfig, downlink: bool, seed: u64) -> (ImpairQueue, StdRng, Instant) {
+        (ImpairQueue::new(config, downlink), StdRng::seed_from_u64(seed), Instant::now())
+    }
+
     #[test]
     fn fixed_delay_keeps_order_and_releases_on_time() {
         let config = ImpairConfig { delay: 100 * MS, ..Default::default() };
-        let mut q = ImpairQueue::new(config, true);
-        let mut rng = StdRng::seed_from_u64(1);
-        let t0 = Instant::now();
+        let (mut q, mut rng, t0) = queue(config, true, 1);
         for i in 0..3u8 {
             assert!(matches!(q.push(peer(), BytesMut::from(&[i][..]), true, t0, &mut rng), Admit::Queued));
         }
@@ -226,9 +229,7 @@ mod tests {
     fn pacing_spaces_messages_by_their_serialization_time() {
         // 1 Mbit/s: 125 bytes take 1 ms.
         let config = ImpairConfig { rate_bps: Some(1_000_000), ..Default::default() };
-        let mut q = ImpairQueue::new(config, true);
-        let mut rng = StdRng::seed_from_u64(1);
-        let t0 = Instant::now();
+        let (mut q, mut rng, t0) = queue(config, true, 1);
         for _ in 0..3 {
             q.push(peer(), BytesMut::from(&[0u8; 125][..]), true, t0, &mut rng);
         }
@@ -254,9 +255,7 @@ mod tests {
     #[test]
     fn the_byte_bound_refuses_large_messages_and_recovers() {
         let config = ImpairConfig { delay: MS, ..Default::default() };
-        let mut q = ImpairQueue::new(config, true);
-        let mut rng = StdRng::seed_from_u64(1);
-        let t0 = Instant::now();
+        let (mut q, mut rng, t0) = queue(config, true, 1);
         let big = || BytesMut::zeroed(65_535);
         let fit = MAX_QUEUED_BYTES / 65_535;
         assert!(fit < MAX_QUEUED_PER_PEER, "the byte bound is the one that bites");
@@ -271,9 +270,7 @@ mod tests {
     #[test]
     fn the_per_peer_bound_refuses_and_recovers() {
         let config = ImpairConfig { delay: MS, ..Default::default() };
-        let mut q = ImpairQueue::new(config, true);
-        let mut rng = StdRng::seed_from_u64(1);
-        let t0 = Instant::now();
+        let (mut q, mut rng, t0) = queue(config, true, 1);
         for _ in 0..MAX_QUEUED_PER_PEER {
             assert!(matches!(q.push(peer(), BytesMut::new(), false, t0, &mut rng), Admit::Queued));
         }
@@ -287,9 +284,7 @@ mod tests {
     #[test]
     fn jitter_stays_within_bounds_and_reorders() {
         let config = ImpairConfig { delay: 50 * MS, jitter: 40 * MS, ..Default::default() };
-        let mut q = ImpairQueue::new(config, false);
-        let mut rng = StdRng::seed_from_u64(9);
-        let t0 = Instant::now();
+        let (mut q, mut rng, t0) = queue(config, false, 9);
         for i in 0..100u8 {
             q.push(peer(), BytesMut::from(&[i][..]), false, t0, &mut rng);
         }

@@ -352,17 +352,19 @@ fn own_shape(undo: &Undo) -> Result<(), &'static str> {
 
 /// The resolv.conf backup (dns.rs: in the state dir), by an absolute path.
 fn is_backup(path: &Path) -> bool {
-    path.is_absolute()
-        && !path.components().any(|c| matches!(c, std::path::Component::ParentDir))
-        && path.file_name().and_then(|n| n.to_str()) == Some(BACKUP_NAME)
+    absolute_named(path, |name| name == BACKUP_NAME)
 }
 
 /// `resolv.conf`, or the staging file beside it (resolv_conf.rs), by an absolute path.
 fn resolver_file(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str());
+    absolute_named(path, |name| matches!(name, "resolv.conf" | ".resolv.conf.smolmix-vpn.tmp"))
+}
+
+/// An absolute path without `..` whose file name passes `name_ok`.
+fn absolute_named(path: &Path, name_ok: impl Fn(&str) -> bool) -> bool {
     path.is_absolute()
         && !path.components().any(|c| matches!(c, std::path::Component::ParentDir))
-        && matches!(name, Some("resolv.conf" | ".resolv.conf.smolmix-vpn.tmp"))
+        && path.file_name().and_then(|n| n.to_str()).is_some_and(name_ok)
 }
 
 /// iproute2/nft/fs answers meaning "nothing to undo".
