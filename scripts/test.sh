@@ -1,8 +1,9 @@
 #!/bin/bash
 # The one test command: installs what is missing, checks that every docs/ citation points at a
-# heading and that the code is formatted and lint-free (clippy -D warnings), builds, builds the
-# library in a fresh project without our lock, runs the unit and integration tests (cargo's
-# summary lines), then the privileged end-to-end suites in network namespaces.
+# heading, that the layers import only what they may (check-layers.sh), that the code is
+# formatted and lint-free (clippy -D warnings), builds, builds the library in a fresh project
+# without our lock, runs the unit and integration tests (cargo's summary lines), then the
+# privileged end-to-end suites in network namespaces.
 #
 #   sudo scripts/test.sh            everything
 #   SKIP_NETNS=1 scripts/test.sh    only the unprivileged cargo tests
@@ -10,6 +11,7 @@ set -e
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -eq 0 ]]; then scripts/deps.sh; fi
 scripts/check-refs.sh
+scripts/check-layers.sh
 # Formatting is part of the build (rustfmt.toml): a diff fails here, before the long build.
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo fmt --all --check
