@@ -252,9 +252,10 @@ impl Link {
         }
     }
 
-    /// Closes the link for good. A session that is up (or connecting) sends its Disconnect;
-    /// returns whether one was queued, in which case [`LinkEvent::Closed`] follows the exit's
-    /// confirmation.
+    /// Closes the link for good. A session that is up sends its Disconnect; one still
+    /// connecting is dropped (an allocation the exit made meanwhile ends in its 60 s idle
+    /// sweep, docs/ipr-protocol.md §3.6). Returns whether a Disconnect was queued, in which
+    /// case [`LinkEvent::Closed`] follows the exit's confirmation.
     pub fn close(&mut self) -> bool {
         let was_live = self.state != LinkState::Closed && self.session.is_connected();
         self.state = LinkState::Closed;
