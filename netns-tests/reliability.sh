@@ -316,7 +316,8 @@ start_exit nymtun0 51821 --delay-ms 1000
 # Not through n(): $! must be smolmix-vpn itself (ip netns exec and env exec it).
 ip netns exec "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up --ipr udp://198.51.100.1:51821 --dns 192.0.2.2 >"$TMP/client.out" 2>"$TMP/client.err" &
 CLIENT_PID=$!
-check "status says connecting while the first up waits for the exit" wait_for 2 sh -c "[ \"\$(ip netns exec $c env SMOLMIX_RUN_DIR=$TMP/run $SMX_BIN/smolmix-vpn status | head -1)\" = 'state: connecting' ]"
+t_says_connecting() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" status | head -1 | grep -Eq '^state: +connecting$'; }
+check "status says connecting while the first up waits for the exit" wait_for 2 t_says_connecting
 rc=0
 out=$(n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up --ipr udp://198.51.100.1:51820 --tun smx1 2>&1) || rc=$?
 note "second up: exit status $rc: $out"

@@ -222,6 +222,7 @@ impl UpArgs {
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
             mark: None,
+            progress: Default::default(),
             #[cfg(feature = "mixnet")]
             mixnet: crate::transport::mixnet::MixnetOptions {
                 traffic: self.traffic,

@@ -10,8 +10,9 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use smolmix::cli::{Cli, Command, DirectoryArgs, ExecArgs, OnOff, UpArgs};
-use smolmix::driver::{self, UpConfig};
+use smolmix::driver::{self, Report, UpConfig};
 use smolmix::system::exec::{self, ExecSpec};
+use smolmix::system::notify::Notifier;
 use smolmix::system::status::State;
 use smolmix::system::{self, host, journal, lock, status};
 
@@ -56,6 +57,8 @@ fn init_logging(verbose: u8) {
 }
 
 fn cmd_up(args: UpArgs, run_dir: &Path, state_dir: &Path) -> Result<()> {
+    // First, while no other thread exists (it edits the environment).
+    let notifier = Notifier::from_env();
     args.validate()?;
     if !system::has_net_admin() {
         bail!("`smolmix-vpn up` changes interfaces and routes and needs root (or CAP_NET_ADMIN): run it with sudo");
@@ -104,20 +107,54 @@ fn cmd_up(args: UpArgs, run_dir: &Path, state_dir: &Path) -> Result<()> {
                 _ = int.recv() => {},
             }
         };
-        driver::up(cfg, shutdown, |line| {
-            // Never println!: it panics once the reader is gone (`up | head -1`), and a panic
-            // here would skip the rollback. A lost report line is not worth the host's state.
-            use std::io::Write;
-            if line.starts_with("warning:") {
-                let _ = writeln!(std::io::stderr(), "smolmix-vpn: {line}");
-            } else {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-            }
-        })
-        .await
-        .context("smolmix-vpn up")
+        driver::up(cfg, shutdown, move |r| show(r, notifier.as_ref())).await.context("smolmix-vpn up")
     })
+}
+
+/// Where each report of `up` goes: steps and outcomes to stdout, losses and warnings to
+/// stderr, and what systemd should know to its notification socket (system/notify.rs).
+fn show(r: Report<'_>, notifier: Option<&Notifier>) {
+    // Never println!: it panics once the reader is gone (`up | head -1`), and a panic here
+    // would skip the rollback. A lost report line is not worth the host's state.
+    use std::io::Write;
+    let out = |line: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
+    let warn = |line: &str| drop(writeln!(std::io::stderr(), "smolmix-vpn: warning: {line}"));
+    match r {
+        Report::Step(line) => {
+            out(line);
+            if let Some(n) = notifier {
+                n.status(&format!("connecting: {}", line.trim()));
+            }
+        }
+        Report::Connected(line) => {
+            out(line);
+            if let Some(n) = notifier {
+                n.ready(line);
+            }
+        }
+        Report::Reconnected(line) => {
+            out(line);
+            if let Some(n) = notifier {
+                n.status(line);
+            }
+        }
+        Report::Lost(line) => {
+            warn(line);
+            if let Some(n) = notifier {
+                n.status(&format!("reconnecting: {line}"));
+            }
+        }
+        Report::Warning(line) => warn(line),
+        Report::Note(line) => out(line),
+        Report::Stopping => {
+            if let Some(n) = notifier {
+                n.stopping();
+            }
+        }
+    }
 }
 
 /// `exec`: runs the command in the running per-app tunnel's namespace; returns its exit code.
@@ -125,7 +162,11 @@ fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("`smolmix-vpn exec` enters a network namespace and switches user: run it with sudo");
     }
-    let Some(st) = status::read(run_dir).filter(|s| s.state.is_running()) else {
+    let st = status::read(run_dir);
+    if st.as_ref().is_some_and(|s| s.state == State::Connecting) {
+        bail!("the tunnel is still connecting: wait for `smolmix-vpn status` to say connected");
+    }
+    let Some(st) = st.filter(|s| s.state.is_running()) else {
         bail!("no tunnel is running: start one with `sudo smolmix-vpn up --netns NAME` first");
     };
     let Some(ns) = st.netns else {
@@ -264,6 +305,17 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
             if s.state == State::Blocked {
                 writeln!(out, "           nothing leaves the host but through the tunnel, which is gone: `sudo smolmix-vpn down` restores it")?;
             }
+            // While (re)connecting, what it is waiting for; the last connect's steps otherwise
+            // are in --json.
+            if matches!(s.state, State::Connecting | State::Reconnecting) {
+                for step in &s.progress {
+                    writeln!(out, "  {step}")?;
+                }
+            }
+            if s.state == State::Connecting {
+                writeln!(out, "exit:      {}", s.exit)?;
+                return emit(&out);
+            }
             writeln!(out, "exit:      {} (IPR v{})", s.exit, s.version.map_or("?".into(), |v| v.to_string()))?;
             writeln!(out, "interface: {} mtu {}", s.tun, s.mtu.map_or("?".into(), |m| m.to_string()))?;
             writeln!(out, "local:     {} {}", s.local_ipv4, s.local_ipv6)?;
@@ -284,6 +336,9 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
                 writeln!(out, "dns check: {check}")?;
             }
             writeln!(out, "reconnects: {}", s.reconnects)?;
+            for line in s.mixnet_summary() {
+                writeln!(out, "{line}")?;
+            }
             // Non-zero counters only, one line per stage: zeros are the normal case and noise.
             if let Some(stages) = s.counters.as_object() {
                 for (stage, counters) in stages {

@@ -37,10 +37,13 @@ use crate::system::netns::NetnsError;
 use crate::system::routes::Cidr;
 use crate::system::status::{self, State};
 use crate::system::tun::{TunError, LOCAL_V4, LOCAL_V6};
-use crate::transport::{self, IprAddr, OpenError, OpenOptions, Opened};
+use crate::transport::{self, IprAddr, OpenError, OpenOptions, Opened, Progress};
 
+mod report;
 mod running;
 mod setup;
+pub use report::Report;
+use report::Reporter;
 use running::{Running, MAX_PACKET};
 use setup::{setup_host, setup_netns, start_dns_check, Setup};
 
@@ -86,12 +89,13 @@ impl UpConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// The exit was reached but its first session did not come up.
-    #[error("the IPR exit at {exit} {source}")]
+    #[error("the IPR exit at {exit} {reason}")]
     Connect {
         /// The exit (`udp://…` or a Nym address).
         exit: String,
-        /// What went wrong.
-        source: ConnectError,
+        /// What went wrong. Not a `source`: the message already says it, and a chain printer
+        /// (`{:#}`) would say it twice.
+        reason: ConnectError,
     },
     /// No transport to the exit could be opened.
     #[error(transparent)]
@@ -139,15 +143,15 @@ struct Reached {
 }
 
 /// Opens the transport and brings the link's first session up: everything `up` needs from the
-/// exit before it touches the host.
-async fn reach_exit(cfg: &UpConfig, rx: &mut [u8]) -> Result<Reached, DriverError> {
-    let mut opened = transport::open(cfg.ipr.as_ref(), &open_options(cfg, None)).await?;
+/// exit before it touches the host. Each step goes to `progress`.
+async fn reach_exit(cfg: &UpConfig, rx: &mut [u8], progress: &Progress) -> Result<Reached, DriverError> {
+    let mut opened = transport::open(cfg.ipr.as_ref(), &open_options(cfg, None, progress)).await?;
     let mut link = link::new_link(&opened.transport, opened.max_version);
-    match link::connect(&mut link, &mut opened.transport, rx).await {
+    match link::connect(&mut link, &mut opened.transport, rx, progress).await {
         Ok(alloc) => Ok(Reached { opened, link, alloc }),
-        Err(source) => {
+        Err(reason) => {
             opened.transport.shutdown().await;
-            Err(DriverError::Connect { exit: opened.exit, source })
+            Err(DriverError::Connect { exit: opened.exit, reason })
         }
     }
 }
@@ -155,9 +159,10 @@ async fn reach_exit(cfg: &UpConfig, rx: &mut [u8]) -> Result<Reached, DriverErro
 /// The transport's options for `cfg`: its routing mark in full-tunnel mode (per-app mode
 /// leaves the host's routing alone, so the sockets need no mark there), and the entry gateway
 /// a rebuilt mixnet client keeps.
-fn open_options(cfg: &UpConfig, gateway: Option<String>) -> OpenOptions {
+fn open_options(cfg: &UpConfig, gateway: Option<String>, progress: &Progress) -> OpenOptions {
     let mut opts = cfg.transport.clone();
     opts.mark = cfg.netns.is_none().then_some(crate::system::mark::FWMARK);
+    opts.progress = progress.clone();
     #[cfg(feature = "mixnet")]
     {
         opts.mixnet.gateway = gateway;
@@ -168,23 +173,45 @@ fn open_options(cfg: &UpConfig, gateway: Option<String>) -> OpenOptions {
 }
 
 /// Connects to the exit, brings the tunnel up, runs until `shutdown` resolves, and undoes every
-/// host change. `report` gets the lines a user should see: `connected …` once traffic can
-/// flow, then `dns: ok …` or `warning: …` when the DNS check ends.
+/// host change. `report` gets what a user should see ([`Report`]): each connect step with its
+/// elapsed time, `connected …` once traffic can flow, `dns: ok …` or a warning when the DNS
+/// check ends, losses and reconnects, and the stop.
 pub async fn up(
     cfg: UpConfig,
     shutdown: impl Future<Output = ()>,
-    mut report: impl FnMut(&str),
+    report: impl FnMut(Report<'_>) + 'static,
 ) -> Result<(), DriverError> {
     let mut shutdown = pin!(shutdown);
+    let mut reporter = Reporter::new(report);
+    write_connecting_status(&cfg, reporter.log());
     // The directory's addresses, learnt while the host's own DNS still works: should the
     // transport have to be rebuilt, the directory must be reachable around the dead tunnel.
     let directory = directory_addrs(&cfg).await;
 
     // 1. Talk to the exit before touching the host: a dead exit must leave nothing behind.
     let mut rx = vec![0u8; MAX_MESSAGE];
-    let reached = tokio::select! {
-        r = reach_exit(&cfg, &mut rx) => r?,
-        () = &mut shutdown => return Ok(()),
+    let progress = reporter.progress().clone();
+    let reached = {
+        let mut reach = pin!(reach_exit(&cfg, &mut rx, &progress));
+        loop {
+            tokio::select! {
+                r = &mut reach => break r,
+                () = reporter.next_step() => write_connecting_status(&cfg, reporter.log()),
+                () = &mut shutdown => {
+                    reporter.report(Report::Stopping);
+                    status::remove(&cfg.run_dir);
+                    return Ok(());
+                }
+            }
+        }
+    };
+    reporter.drain();
+    let reached = match reached {
+        Ok(r) => r,
+        Err(e) => {
+            status::remove(&cfg.run_dir);
+            return Err(e);
+        }
     };
     let Reached { opened: Opened { mut transport, exit, max_version }, link, alloc } = reached;
     let mtu = cfg.mtu_override.unwrap_or(alloc.tunnel_mtu(cfg.ipv6));
@@ -230,22 +257,23 @@ pub async fn up(
         tun_buf: vec![0u8; MAX_PACKET],
         dns_check: None,
         dns_pending: None,
+        reporter,
     };
     let place = cfg.netns.as_ref().map_or(String::new(), |ns| format!(" in namespace {ns}"));
-    report(&format!(
+    state.reporter.report(Report::Connected(&format!(
         "connected to {exit} (IPR v{}): {}{place} is up, mtu {mtu}, exit-allocated {} {}",
         alloc.version, cfg.tun, alloc.ipv4, alloc.ipv6
-    ));
+    )));
     state.dns_pending = start_dns_check(&cfg, &transport);
     state.write_status(State::Connected, &transport);
 
     let result = loop {
-        let r = state.run(&mut transport, &mut rx, shutdown.as_mut(), &mut report).await;
+        let r = state.run(&mut transport, &mut rx, shutdown.as_mut()).await;
         let Err(DriverError::TransportIo(e)) = r else { break r };
         // The transport itself is gone (the mixnet client stops after ~50 s without its
         // gateway). The host stays closed while a new one is built.
+        // The user hears of it from the link's loss (reopen).
         tracing::warn!(error = %e, "the transport to {} stopped; building a new one", state.exit);
-        report(&format!("warning: lost the connection to the exit ({e}); reconnecting"));
         let gateway = transport.entry_gateway();
         match state.reopen(&transport, shutdown.as_mut(), gateway).await {
             Some(new) => std::mem::replace(&mut transport, new).shutdown().await,
@@ -255,6 +283,9 @@ pub async fn up(
 
     // 3. Tell the exit (best effort). Only a stop opens the host again: after an error the
     //    journal stays for `down`, as after a crash.
+    if result.is_ok() {
+        state.reporter.report(Report::Stopping);
+    }
     let confirmed = link::disconnect(&mut state.link, &mut transport, &mut rx).await;
     tracing::info!(confirmed, "disconnected from {}", state.exit);
     if let Err(e) = result {
@@ -300,6 +331,33 @@ async fn directory_addrs(cfg: &UpConfig) -> Vec<IpAddr> {
     }
     let _ = cfg;
     Vec::new()
+}
+
+/// The status while the first session is not up yet: `connecting`, with the steps so far.
+fn write_connecting_status(cfg: &UpConfig, steps: &[String]) {
+    let st = status::Status {
+        state: State::Connecting,
+        pid: std::process::id(),
+        tun: cfg.tun.clone(),
+        exit: cfg.ipr.as_ref().map_or_else(|| "(the best of the Nym directory)".into(), IprAddr::to_string),
+        version: None,
+        mtu: None,
+        allocated_ipv4: None,
+        allocated_ipv6: None,
+        local_ipv4: LOCAL_V4.to_string(),
+        local_ipv6: LOCAL_V6.to_string(),
+        connected_since: None,
+        reconnects: 0,
+        counters: serde_json::Value::Null,
+        netns: cfg.netns.clone(),
+        dns: Vec::new(),
+        dns_mode: None,
+        dns_check: None,
+        progress: steps.to_vec(),
+    };
+    if let Err(e) = status::write(&cfg.run_dir, &st) {
+        tracing::debug!(%e, "cannot write status");
+    }
 }
 
 fn unix_now() -> u64 {

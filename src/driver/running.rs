@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tun_rs::AsyncDevice;
 
+use super::report::{Report, Reporter};
 use super::setup::DnsOutcome;
 use super::{open_options, unix_now, DriverError, UpConfig};
 use crate::ipr::Allocation;
@@ -57,6 +58,8 @@ pub(super) struct Running<'a> {
     /// The DNS check's outcome, once known.
     pub(super) dns_check: Option<String>,
     pub(super) dns_pending: Option<oneshot::Receiver<DnsOutcome>>,
+    /// Where what the user should see goes.
+    pub(super) reporter: Reporter,
 }
 
 impl Running<'_> {
@@ -67,7 +70,6 @@ impl Running<'_> {
         transport: &mut Transport,
         rx: &mut [u8],
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
-        report: &mut impl FnMut(&str),
     ) -> Result<(), DriverError> {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,7 +110,8 @@ impl Running<'_> {
                         self.pipe.handle_timeout(now);
                     }
                     self.sync_bypass();
-                    self.housekeep_dns(report);
+                    self.reporter.drain();
+                    self.housekeep_dns();
                     let state = if self.link.allocation().is_some() { State::Connected } else { State::Reconnecting };
                     self.write_status(state, transport);
                 }
@@ -123,10 +126,22 @@ impl Running<'_> {
     fn handle_events(&mut self) {
         while let Some(ev) = self.link.poll_event() {
             match ev {
-                LinkEvent::Up(alloc) => self.install(alloc),
+                LinkEvent::Up(alloc) => {
+                    self.install(alloc);
+                    self.reporter.report(Report::Reconnected(&format!(
+                        "reconnected to {} (IPR v{}): exit-allocated {} {}, mtu {}",
+                        self.exit, alloc.version, alloc.ipv4, alloc.ipv6, self.mtu
+                    )));
+                }
                 // Keep the TUN and routes (fail closed: nothing leaks while we reconnect) and
                 // drop packets until a new session is up; the link retries with its backoff.
-                LinkEvent::Lost { .. } => {
+                LinkEvent::Lost { loss, retry_in } => {
+                    if self.since.is_some() {
+                        self.reporter.report(Report::Lost(&format!(
+                            "the exit {loss}; the host stays closed while reconnecting (next attempt in {:.1} s)",
+                            retry_in.as_secs_f64()
+                        )));
+                    }
                     self.pipe.clear_allocated();
                     self.since = None;
                 }
@@ -202,6 +217,7 @@ impl Running<'_> {
     ) -> Option<Transport> {
         let mut delay = self.link.handle_transport_lost(Instant::now().into_std());
         self.handle_events();
+        self.reporter.begin();
         self.write_status(State::Reconnecting, old);
         if self.cfg.netns.is_none() && !self.directory.is_empty() {
             let keep = self.directory.clone();
@@ -212,16 +228,23 @@ impl Running<'_> {
             }
             self.bypass = keep;
         }
-        let opts = open_options(self.cfg, gateway);
+        let opts = open_options(self.cfg, gateway, self.reporter.progress());
         loop {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = &mut shutdown => return None,
             }
-            let opened = tokio::select! {
-                r = transport::open(self.cfg.ipr.as_ref(), &opts) => r,
-                () = &mut shutdown => return None,
+            let opened = {
+                let mut open = std::pin::pin!(transport::open(self.cfg.ipr.as_ref(), &opts));
+                loop {
+                    tokio::select! {
+                        r = &mut open => break r,
+                        () = self.reporter.next_step() => self.write_status(State::Reconnecting, old),
+                        () = &mut shutdown => return None,
+                    }
+                }
             };
+            self.reporter.drain();
             let now = Instant::now().into_std();
             match opened {
                 Ok(o) => {
@@ -252,15 +275,20 @@ impl Running<'_> {
 
     /// Reports the DNS check once it ends, and puts our resolv.conf back if another program
     /// (NetworkManager after a DHCP renewal) replaced it.
-    fn housekeep_dns(&mut self, report: &mut impl FnMut(&str)) {
+    fn housekeep_dns(&mut self) {
         if let Some(rx) = &mut self.dns_pending {
             match rx.try_recv() {
                 Ok(outcome) => {
-                    let (line, status) = match outcome {
-                        Ok(ok) => (format!("dns: {ok}"), ok),
-                        Err(e) => (format!("warning: {e}"), format!("failed: {e}")),
+                    let status = match outcome {
+                        Ok(ok) => {
+                            self.reporter.report(Report::Note(&format!("dns: {ok}")));
+                            ok
+                        }
+                        Err(e) => {
+                            self.reporter.report(Report::Warning(&e.to_string()));
+                            format!("failed: {e}")
+                        }
                     };
-                    report(&line);
                     self.dns_check = Some(status);
                     self.dns_pending = None;
                 }
@@ -293,6 +321,7 @@ impl Running<'_> {
             "pipeline": self.pipe.stats(),
             "session": self.link.session().stats(),
             "transport": transport.stats(),
+            "session_queue": self.link.session().queued(),
             "transport_peers": transport.peer_addrs(),
         });
         let st = Status {
@@ -318,6 +347,7 @@ impl Running<'_> {
                 _ => None,
             },
             dns_check: self.dns_check.clone(),
+            progress: self.reporter.log().to_vec(),
         };
         if let Err(e) = status::write(&self.cfg.run_dir, &st) {
             tracing::debug!(%e, "cannot write status");

@@ -260,6 +260,19 @@ impl Session {
         self.phase == Phase::Up
     }
 
+    /// Messages queued for the transport (the bounded ring; a bundle still open is not one).
+    pub fn queued(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// The protocol version of the Connect awaiting its answer, if one is.
+    pub fn connecting_version(&self) -> Option<u8> {
+        match self.phase {
+            Phase::Connecting { version, .. } => Some(version),
+            _ => None,
+        }
+    }
+
     /// What the IPR allocated (addresses, MTU, version), once connected.
     pub fn allocation(&self) -> Option<Allocation> {
         self.alloc

@@ -8,7 +8,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::{Link, LinkConfig, LinkEvent, Loss};
 use crate::ipr::{Allocation, MessageKind, SessionConfig};
-use crate::transport::Transport;
+use crate::transport::{Progress, Step, Transport};
 
 /// Largest transport message: a 64 KiB bundle plus the LP and IPR headers; every receive
 /// buffer is this long.
@@ -55,13 +55,27 @@ pub fn new_link(transport: &Transport, max_version: u8) -> Link {
 }
 
 /// Runs the first session's handshake (v10, falling back to v9) until it is up, refused or
-/// timed out. `rx` is a receive buffer of [`MAX_MESSAGE`] bytes.
-pub async fn connect(link: &mut Link, transport: &mut Transport, rx: &mut [u8]) -> Result<Allocation, ConnectError> {
+/// timed out, reporting each Connect sent and the allocation to `progress`. `rx` is a receive
+/// buffer of [`MAX_MESSAGE`] bytes.
+pub async fn connect(
+    link: &mut Link,
+    transport: &mut Transport,
+    rx: &mut [u8],
+    progress: &Progress,
+) -> Result<Allocation, ConnectError> {
     let started = Instant::now();
+    let mut asked = None;
     loop {
         flush_transmit(link, transport).await;
+        if let Some(v) = link.session().connecting_version().filter(|v| asked != Some(*v)) {
+            asked = Some(v);
+            progress.report(Step::Session { version: v });
+        }
         match link.poll_event() {
-            Some(LinkEvent::Up(alloc)) => return Ok(alloc),
+            Some(LinkEvent::Up(alloc)) => {
+                progress.report(Step::Allocated(alloc));
+                return Ok(alloc);
+            }
             Some(LinkEvent::Failed(Loss::NoAnswer | Loss::Unresponsive)) => {
                 return Err(ConnectError::NoAnswer { secs: started.elapsed().as_secs() })
             }

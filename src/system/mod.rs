@@ -15,6 +15,7 @@ pub mod journal;
 pub mod lock;
 pub mod mark;
 pub mod netns;
+pub mod notify;
 pub mod pty;
 pub mod resolv_conf;
 pub mod routes;

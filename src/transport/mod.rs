@@ -22,10 +22,12 @@ use std::time::Duration;
 #[cfg(feature = "mixnet")]
 pub mod mixnet;
 mod open;
+pub mod progress;
 mod socket;
 pub mod udp;
 
 pub use open::{open, OpenError, OpenOptions, Opened};
+pub use progress::{Progress, Step};
 pub use udp::UdpTransport;
 
 use crate::ipr::MessageKind;

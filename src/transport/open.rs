@@ -1,7 +1,7 @@
 //! One way to open a transport from an exit address, for the VPN and the library alike.
 
 use super::udp::{UdpError, UdpTransport};
-use super::{IprAddr, Transport};
+use super::{IprAddr, Progress, Step, Transport};
 
 /// How to open a transport.
 #[derive(Debug, Clone, Default)]
@@ -10,7 +10,11 @@ pub struct OpenOptions {
     /// (system/mark.rs) in full-tunnel mode; `None` (the library, per-app mode) leaves them
     /// unmarked.
     pub mark: Option<u32>,
-    /// The mixnet client's options (its `socket_mark` is replaced by `mark`).
+    /// Where the steps of opening (and of the first session, [`crate::link::connect`]) are
+    /// reported; nowhere by default.
+    pub progress: Progress,
+    /// The mixnet client's options (its `socket_mark` and `progress` are replaced by `mark`
+    /// and `progress`).
     #[cfg(feature = "mixnet")]
     pub mixnet: super::mixnet::MixnetOptions,
 }
@@ -45,12 +49,17 @@ pub enum OpenError {
     },
 }
 
+/// Why an exit the caller named was used.
+const GIVEN: &str = "as given";
+
 /// Opens a transport to `exit`: `udp://` to a local exit, a Nym address over the mixnet, or
 /// (`None`) the best IPR exit of the Nym directory.
 pub async fn open(exit: Option<&IprAddr>, opts: &OpenOptions) -> Result<Opened, OpenError> {
     match exit {
         Some(addr @ IprAddr::Udp { host, port }) => {
+            opts.progress.report(Step::Exit { exit: addr.to_string(), why: GIVEN.into() });
             let t = UdpTransport::connect(host, *port, opts.mark).await?;
+            opts.progress.report(Step::Udp { local: t.local_addr() });
             Ok(Opened { transport: Transport::Udp(t), exit: addr.to_string(), max_version: 10 })
         }
         #[cfg(feature = "mixnet")]
@@ -58,8 +67,12 @@ pub async fn open(exit: Option<&IprAddr>, opts: &OpenOptions) -> Result<Opened, 
             use super::mixnet::{best_ipr, MixnetTransport};
             let mut mixnet = opts.mixnet.clone();
             mixnet.socket_mark = opts.mark;
+            mixnet.progress = opts.progress.clone();
             let (address, hint) = match other {
-                Some(IprAddr::Nym(a)) => (a.clone(), None),
+                Some(IprAddr::Nym(a)) => {
+                    opts.progress.report(Step::Exit { exit: a.clone(), why: GIVEN.into() });
+                    (a.clone(), None)
+                }
                 _ => {
                     let best = best_ipr(&mixnet).await?;
                     tracing::info!(exit = %best.address, version = %best.version, "best IPR exit");

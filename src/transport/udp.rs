@@ -102,6 +102,11 @@ impl UdpTransport {
         Ok(UdpTransport { sock, peer, stats: UdpStats::default() })
     }
 
+    /// The socket's own address (`None` if the kernel cannot say).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.sock.local_addr().ok()
+    }
+
     /// The exit's resolved address.
     pub fn peer(&self) -> SocketAddr {
         self.peer

@@ -73,7 +73,7 @@ pub use crate::transport::mixnet::{MixnetClient, MixnetOptions, TrafficProfile};
 use crate::link::{self, MAX_MESSAGE};
 #[cfg(feature = "mixnet")]
 use crate::transport::Transport;
-use crate::transport::{IprAddr, OpenOptions, Opened};
+use crate::transport::{IprAddr, OpenOptions, Opened, Progress};
 use runner::Runner;
 use stack::{Shared, Stack};
 
@@ -96,6 +96,7 @@ pub struct Tunnel {
 pub struct TunnelBuilder {
     ipr: Option<IprAddr>,
     tcp_connect_timeout: Duration,
+    progress: Progress,
     #[cfg(feature = "mixnet")]
     mixnet: MixnetOptions,
 }
@@ -105,6 +106,7 @@ impl Default for TunnelBuilder {
         TunnelBuilder {
             ipr: None,
             tcp_connect_timeout: DEFAULT_TCP_CONNECT_TIMEOUT,
+            progress: Progress::default(),
             #[cfg(feature = "mixnet")]
             mixnet: MixnetOptions::default(),
         }
@@ -147,16 +149,24 @@ impl TunnelBuilder {
         self
     }
 
+    /// Where the connect steps (directory, exit, gateway, IPR session) are reported while
+    /// [`TunnelBuilder::build`] runs, e.g. to show them to a user; nowhere by default.
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
     /// Opens the transport, connects the IPR session (v10, falling back to v9) and starts the
     /// background task. Needs a tokio runtime.
     pub async fn build(self) -> Result<Tunnel, TunnelError> {
         let opts = OpenOptions {
             mark: None,
+            progress: self.progress.clone(),
             #[cfg(feature = "mixnet")]
             mixnet: self.mixnet.clone(),
         };
         let opened = crate::transport::open(self.ipr.as_ref(), &opts).await?;
-        Tunnel::start(opened, self.tcp_connect_timeout).await
+        Tunnel::start(opened, self.tcp_connect_timeout, &self.progress).await
     }
 }
 
@@ -197,14 +207,14 @@ impl Tunnel {
         let t = MixnetTransport::from_client(client, &address, &options).await?;
         let max_version = t.ipr_version_hint().unwrap_or(10);
         let opened = Opened { transport: Transport::Mixnet(t), exit: address, max_version };
-        Tunnel::start(opened, DEFAULT_TCP_CONNECT_TIMEOUT).await
+        Tunnel::start(opened, DEFAULT_TCP_CONNECT_TIMEOUT, &options.progress).await
     }
 
-    async fn start(opened: Opened, tcp_connect_timeout: Duration) -> Result<Tunnel, TunnelError> {
+    async fn start(opened: Opened, tcp_connect_timeout: Duration, progress: &Progress) -> Result<Tunnel, TunnelError> {
         let Opened { mut transport, exit, max_version } = opened;
         let mut rx = vec![0u8; MAX_MESSAGE];
         let mut link = link::new_link(&transport, max_version);
-        let alloc = match link::connect(&mut link, &mut transport, &mut rx).await {
+        let alloc = match link::connect(&mut link, &mut transport, &mut rx, progress).await {
             Ok(alloc) => alloc,
             Err(source) => {
                 transport.shutdown().await;

@@ -153,9 +153,11 @@ fn falls_back_to_v9_then_times_out() {
     let t0 = Instant::now();
     let mut s = Session::new(cfg(), t0);
     drain(&mut s);
+    assert_eq!(s.connecting_version(), Some(10));
     s.handle_timeout(t0 + secs(14));
     assert!(drain(&mut s).is_empty());
     s.handle_timeout(t0 + secs(15));
+    assert_eq!(s.connecting_version(), Some(9));
     let tx = drain(&mut s);
     assert_eq!(tx.len(), 1);
     let (h, _) = request(&tx[0]);
@@ -166,6 +168,7 @@ fn falls_back_to_v9_then_times_out() {
     s.handle_timeout(t0 + secs(75));
     assert_eq!(events(&mut s), vec![Event::ConnectFailed(SessionError::Timeout)]);
     assert_eq!(s.poll_timeout(), None);
+    assert_eq!(s.connecting_version(), None);
     assert_eq!(s.stats().connect_attempts, 2);
 }
 

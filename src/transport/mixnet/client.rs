@@ -32,9 +32,11 @@ use tokio::task::JoinHandle;
 use super::discovery::{lookup_protocol, unreachable};
 use super::gateway::{GatewayWatch, TOPOLOGY_REFRESH};
 use super::pacing::Pacer;
+use super::sphinx::PacketCounts;
 use super::surbs::ReplySupply;
 use super::{error_chain, parse_recipient, MixnetClient, MixnetError, MixnetOptions};
 use crate::ipr::MessageKind;
+use crate::transport::Step;
 
 /// Downlink messages buffered between the client and the driver: ~1 s of a saturated
 /// downlink at 4 000 messages/s, far beyond what SURB supply allows (docs/performance.md §1.6).
@@ -73,6 +75,12 @@ pub struct MixnetStats {
     pub reply_surbs_sent: u64,
     /// Reply SURBs the exit should still hold by our count: sent minus downlink messages.
     pub reply_surbs_outstanding: u64,
+    /// Sphinx packets, as the SDK counts them (since this transport started).
+    pub sphinx: PacketCounts,
+    /// Packets waiting in the SDK's send queues (all lanes): the mixnet's own backlog.
+    pub send_queue: u64,
+    /// Messages waiting in the downlink queue for the driver.
+    pub recv_queue: u64,
 }
 
 /// The live counters, shared between the transport, its receive queue and its receive task.
@@ -91,6 +99,9 @@ pub struct Counters {
 impl Counters {
     fn snapshot(&self, reply_surbs: u32, supply: &ReplySupply) -> MixnetStats {
         MixnetStats {
+            sphinx: PacketCounts::default(),
+            send_queue: 0,
+            recv_queue: 0,
             messages_in: self.messages_in.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             messages_out: self.messages_out.load(Relaxed),
@@ -130,6 +141,16 @@ impl RecvQueue {
     pub fn new(capacity: usize, counters: Arc<Counters>) -> (mpsc::Sender<Vec<u8>>, RecvQueue) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (tx, RecvQueue { rx, counters })
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
 
     /// Waits for one message that fits `buf`. Cancel safe: a message is either returned or
@@ -204,6 +225,8 @@ pub struct MixnetTransport {
     lanes: LaneQueueLengths,
     queue: RecvQueue,
     counters: Arc<Counters>,
+    /// The process-wide Sphinx counts when this transport started.
+    packets_at_start: PacketCounts,
     gateway: Arc<GatewayWatch>,
     version_hint: Option<u8>,
     nym_address: String,
@@ -246,9 +269,12 @@ impl MixnetTransport {
             client.disconnect().await;
             return Err(MixnetError::Mark);
         }
-        gateway.set_fd(client.gateway_connection().gateway_ws_fd);
+        let ws_fd = client.gateway_connection().gateway_ws_fd;
+        gateway.set_fd(ws_fd);
         gateway.refresh(&client).await;
         tracing::info!(nym_address = %client.nym_address(), ipr = %recipient, ?hint, "connected to the Nym mixnet");
+        let peer = ws_fd.and_then(crate::transport::socket::peer_of);
+        opts.progress.report(Step::Registered { address: client.nym_address().to_string(), peer });
         Self::start(client, recipient, opts, hint, gateway)
     }
 
@@ -303,6 +329,7 @@ impl MixnetTransport {
             lanes,
             queue,
             counters,
+            packets_at_start: PacketCounts::read(),
             gateway,
             version_hint,
             nym_address,
@@ -377,7 +404,12 @@ impl MixnetTransport {
 
     /// The counters so far.
     pub fn stats(&self) -> MixnetStats {
-        self.counters.snapshot(self.reply_surbs, &self.supply)
+        MixnetStats {
+            sphinx: PacketCounts::read().since(self.packets_at_start),
+            send_queue: self.lanes.total() as u64,
+            recv_queue: self.queue.len() as u64,
+            ..self.counters.snapshot(self.reply_surbs, &self.supply)
+        }
     }
 
     /// 10 or 9 if the directory told us the exit's release at connect time.
@@ -411,7 +443,11 @@ async fn build(
 ) -> Result<MixnetClient, MixnetError> {
     let net = opts.network_details()?;
     let watch = gateway.clone();
-    let on_fd: Arc<dyn Fn(std::os::fd::RawFd) + Send + Sync> = Arc::new(move |fd| watch.on_connection(fd));
+    let progress = opts.progress.clone();
+    let on_fd: Arc<dyn Fn(std::os::fd::RawFd) + Send + Sync> = Arc::new(move |fd| {
+        progress.report(Step::Gateway);
+        watch.on_connection(fd)
+    });
     let result = match &opts.storage_dir {
         None => {
             let b = MixnetClientBuilder::new_ephemeral();

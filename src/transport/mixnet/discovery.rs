@@ -23,6 +23,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::{error_chain, MixnetError, MixnetOptions};
+use crate::transport::Step;
 
 /// Upper bound on the exits we keep (mainnet has a few hundred exit gateways).
 pub const MAX_EXITS: usize = 4096;
@@ -132,7 +133,15 @@ pub async fn list_exits(opts: &MixnetOptions) -> Result<Vec<ExitInfo>, MixnetErr
 /// One exit, weighted random by performance among [`list_exits`].
 pub async fn best_ipr(opts: &MixnetOptions) -> Result<ExitInfo, MixnetError> {
     let exits = list_exits(opts).await?;
+    opts.progress.report(Step::Directory { exits: exits.len() });
     let pick = choose(&exits, &mut rand::thread_rng()).cloned().ok_or(MixnetError::NoExits)?;
+    let why = format!(
+        "picked among {} weighted by performance: {:.0}%, nym-node {}",
+        exits.len(),
+        pick.performance * 100.0,
+        pick.version
+    );
+    opts.progress.report(Step::Exit { exit: pick.address.clone(), why });
     tracing::info!(ipr = %pick.address, version = %pick.version, performance = pick.performance, "picked IPR exit");
     Ok(pick)
 }
@@ -145,7 +154,10 @@ pub(crate) async fn lookup_protocol(opts: &MixnetOptions, gateway: NodeIdentity)
     let client = api_client!(opts);
     match tokio::time::timeout(opts.directory_timeout, sdk::lookup_node_version(&client, gateway)).await {
         Ok(Ok(v)) => match ipr_protocol(&v) {
-            Some(p) => Ok(Some(p)),
+            Some(p) => {
+                opts.progress.report(Step::Release { version: v.to_string(), protocol: Some(p) });
+                Ok(Some(p))
+            }
             None => Err(MixnetError::ExitTooOld { version: v.to_string() }),
         },
         Ok(Err(nym_sdk::Error::NoGatewayAvailable)) => Ok(None),

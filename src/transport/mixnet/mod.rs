@@ -12,6 +12,7 @@
 //!   network details (docs/performance.md §1.3–1.4, docs/nym-vpn-client.md §7).
 //! - [`discovery`]: the IPR exits of the Nym directory (nym-api), ranked; weighted best pick.
 //! - [`client`]: [`MixnetTransport`], its receive task and bounded queue, counters.
+//! - [`sphinx`]: the SDK's own Sphinx packet counters, for `status`.
 //! - [`gateway`]: which IP addresses the client's entry-gateway connection uses, so that a
 //!   full tunnel keeps them outside itself.
 //!
@@ -24,6 +25,7 @@ pub mod discovery;
 pub mod gateway;
 pub mod options;
 pub mod pacing;
+pub mod sphinx;
 pub mod surbs;
 
 use std::error::Error as StdError;

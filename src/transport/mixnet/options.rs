@@ -82,6 +82,8 @@ pub struct MixnetOptions {
     /// `SO_MARK` for the gateway websocket, set before it connects: the VPN's routing mark
     /// (system/mark.rs); `None` (the library) leaves sockets unmarked.
     pub socket_mark: Option<u32>,
+    /// Where the connect steps (directory, exit, gateway, registration) are reported.
+    pub progress: crate::transport::Progress,
 }
 
 impl Default for MixnetOptions {
@@ -96,6 +98,7 @@ impl Default for MixnetOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             gateway: None,
             socket_mark: None,
+            progress: crate::transport::Progress::default(),
         }
     }
 }
