@@ -6,6 +6,18 @@
 #
 # The namespace has no interface but loopback, so nothing can leave it: the Nym directory is
 # unreachable by construction, exactly as on a machine with no network.
+#
+# Then saved profiles (src/cli/profile.rs), in lib.sh's topology without its inet namespace's
+# servers: the profile alone says where the exit is, so a run that connects used it.
+#
+#  ns client                                          ns exit
+#  smolmix-vpn up NAME --profile-dir $TMP/profiles    smolmix-exit --listen 198.51.100.1:51820
+#  vc 198.51.100.2 ────────────────────────────────── ve 198.51.100.1
+#
+#  bad.toml   mtu = 100 on line 3  -> exit 1 naming bad.toml:3 and "mtu"; no TUN, no run dir
+#  open.toml  mode 0666            -> refused as root, naming the file and the fix
+#  good.toml  ipr = "udp://198.51.100.1:51820", tun = "smx-prof", no-dns -> connected on smx-prof
+#  good.toml + --tun smx-cli       -> the command line wins: smx-cli, no smx-prof
 
 set -e
 exec 3>&1
@@ -54,5 +66,39 @@ check "up changed nothing on the host" untouched
 check "up --ipr <nym address>: fails within 15 s naming the directory" fails_fast up-ipr up --ipr "$NYM_IPR" --no-dns
 check "up --ipr <nym address> changed nothing on the host" untouched
 check "positive control: the error names whichever directory was configured" names_given_directory
+
+ip netns del "$o"
+setup_topology "smx-offp-$$"
+start_exit nymtun0 51820
+P=$TMP/profiles
+mkdir -m 0755 "$P"
+printf '# good but for the mtu\nipr = "udp://198.51.100.1:51820"\nmtu = 100\nno-dns = true\n' >"$P/bad.toml"
+printf 'ipr = "udp://198.51.100.1:51820"\ntun = "smx-prof"\nno-dns = true\n' >"$P/good.toml"
+install -m 0666 "$P/good.toml" "$P/open.toml"
+
+# refused NAME PATTERN: `up NAME` exits non-zero, says PATTERN, and never got as far as the
+# run dir (created before the first change to the host) or a TUN.
+refused() {
+	local rc=0
+	n "$c" env SMOLMIX_RUN_DIR="$TMP/prun" timeout 20 "$SMX_BIN/smolmix-vpn" up "$1" --profile-dir "$P" 2>"$TMP/prof.err" || rc=$?
+	echo "up $1: rc=$rc stderr: $(cat "$TMP/prof.err")"
+	(( rc != 0 && rc != 124 )) && grep -qF -- "$2" "$TMP/prof.err" &&
+	[[ ! -e $TMP/prun ]] && [[ -z $(n "$c" ip -o link show type tun) ]]
+}
+tun_is() { n "$c" ip link show "$1" >/dev/null 2>&1; }
+
+pretty "$c" "saved profiles"
+check "up bad: refused naming $P/bad.toml:3 and key \"mtu\", before any change" \
+	refused bad "$P/bad.toml:3: key \"mtu\": 100 is not in 1280..=65535"
+check "up open (mode 0666) as root: refused naming the file and the fix" refused open "chmod go-w $P/open.toml"
+check "up missing: refused listing the profiles there are" refused missing "the profiles in $P are: bad, good, open"
+check "up good (ipr from the profile alone): connects" start_client good --profile-dir "$P"
+check "the profile's tun = \"smx-prof\" was used" tun_is smx-prof
+check "stopped cleanly" stop_client
+check "smx-prof is gone and the host is clean" eval '! tun_is smx-prof && host_is_clean'
+check "up --profile good --tun smx-cli: connects" start_client --profile good --profile-dir "$P" --tun smx-cli
+check "the command line's --tun wins: smx-cli, no smx-prof" eval 'tun_is smx-cli && ! tun_is smx-prof'
+check "stopped cleanly" stop_client
+check "the host is clean" eval '! tun_is smx-cli && host_is_clean'
 
 finish

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use tokio::signal::unix::{signal, SignalKind};
 
-use smolmix::cli::{Cli, Command, DirectoryArgs, ExecArgs, OnOff, UpArgs};
+use smolmix::cli::{profile, Cli, Command, DirectoryArgs, ExecArgs, OnOff, UpArgs};
 use smolmix::driver::{self, Report, UpConfig};
 use smolmix::system::exec::{self, ExecSpec};
 use smolmix::system::notify::Notifier;
@@ -17,7 +17,9 @@ use smolmix::system::status::State;
 use smolmix::system::{self, host, journal, lock, status};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches too: a profile yields to what the command line gave (ArgMatches::value_source).
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.verbose);
     let result = match cli.command {
         // Before anything else: exec forks, and must do so before any runtime thread exists.
@@ -26,7 +28,10 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
             Err(e) => Err(e),
         },
-        Command::Up(args) => cmd_up(args, &cli.run_dir, &cli.state_dir),
+        Command::Up(args) => {
+            let up = matches.subcommand_matches("up").expect("the `up` subcommand was parsed");
+            cmd_up(args, up, &cli.profile_dir, &cli.run_dir, &cli.state_dir)
+        }
         Command::Down => cmd_down(&cli.run_dir, &cli.state_dir),
         Command::Status { json } => cmd_status(&cli.run_dir, json),
         Command::Exits { json, directory } => cmd_exits(json, directory),
@@ -56,9 +61,10 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-fn cmd_up(args: UpArgs, run_dir: &Path, state_dir: &Path) -> Result<()> {
+fn cmd_up(args: UpArgs, matches: &ArgMatches, profile_dir: &Path, run_dir: &Path, state_dir: &Path) -> Result<()> {
     // First, while no other thread exists (it edits the environment).
     let notifier = Notifier::from_env();
+    let args = profile::resolve(args, matches, profile_dir)?;
     args.validate()?;
     if !system::has_net_admin() {
         bail!("`smolmix-vpn up` changes interfaces and routes and needs root (or CAP_NET_ADMIN): run it with sudo");

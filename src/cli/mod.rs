@@ -2,7 +2,10 @@
 //!
 //! Everything a user can get wrong is rejected here, by clap's value parsers or by
 //! [`UpArgs::validate`], before the first change to the host: a typo must never leave a
-//! half-configured tunnel behind.
+//! half-configured tunnel behind. `up`'s saved profiles are read, checked and laid under the
+//! command line by [`profile`], with the same parsers and ranges as here.
+
+pub mod profile;
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -22,6 +25,10 @@ const IFNAMSIZ_MAX: usize = 15;
 const MIN_MTU: u16 = crate::pipeline::IPV6_MIN_MTU;
 /// The IPR's bundles carry packets behind a u16 length prefix (docs/ipr-protocol.md §2.1).
 const MAX_MTU: u16 = 65535;
+/// `--surbs` (1-100, its help says): at least one, or the exit could not answer at all.
+const MIN_SURBS: u32 = 1;
+/// The upper bound of `--surbs`: spare SURBs beyond what replies use are only overhead.
+const MAX_SURBS: u32 = 100;
 /// DNS servers when `--dns` is not given: Quad9 (no logging of client addresses, DNSSEC
 /// validating). They must be public: the IPR only forwards to global destinations
 /// (docs/ipr-protocol.md §5.2 step 5, §7 item 9), so a LAN or loopback resolver cannot be reached
@@ -49,6 +56,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "SMOLMIX_STATE_DIR", default_value = "/var/lib/smolmix-vpn")]
     pub state_dir: PathBuf,
 
+    /// Where `up NAME` looks for the saved profile NAME.toml.
+    #[arg(long, global = true, env = "SMOLMIX_PROFILE_DIR", default_value = profile::DEFAULT_PROFILE_DIR)]
+    pub profile_dir: PathBuf,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -56,6 +67,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per run: boxing `up`'s options would save nothing")]
 pub enum Command {
     /// Bring the tunnel up and stay in the foreground; SIGINT/SIGTERM undo every change.
     Up(UpArgs),
@@ -113,6 +125,10 @@ pub enum OnOff {
 /// The options of `up`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
+    /// The saved profile to start from (`up NAME` or `up --profile NAME`).
+    #[command(flatten)]
+    pub profile: profile::ProfileArgs,
+
     /// IPR exit: a Nym address, or udp://HOST:PORT for a local smolmix-exit.
     #[arg(long, value_name = "ADDR")]
     pub ipr: Option<IprAddr>,
@@ -148,7 +164,7 @@ pub struct UpArgs {
 
     /// Reply SURBs the exit holds in hand beyond its reserve even when idle (1-100); more are
     /// sent as its replies need them (it can only answer through them). Ignored by udp:// exits.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(MIN_SURBS as i64..=MAX_SURBS as i64))]
     pub surbs: u32,
 
     /// Keep the mixnet identity (keys, gateway registration) in DIR; default: a new one per run.
@@ -193,6 +209,15 @@ pub struct ExecArgs {
     pub command: Vec<OsString>,
 }
 
+/// Whether `name` is an interface name the kernel takes and that cannot mean a path.
+fn tun_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= IFNAMSIZ_MAX
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name != "."
+        && name != ".."
+}
+
 fn parse_netns(s: &str) -> Result<String, String> {
     netns::validate_name(s).map(|()| s.to_string()).map_err(|e| e.to_string())
 }
@@ -235,12 +260,7 @@ impl UpArgs {
 
     /// Checks that clap's per-value parsers cannot express.
     pub fn validate(&self) -> Result<(), ArgError> {
-        let name_ok = !self.tun.is_empty()
-            && self.tun.len() <= IFNAMSIZ_MAX
-            && self.tun.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && self.tun != "."
-            && self.tun != "..";
-        if !name_ok {
+        if !tun_name_ok(&self.tun) {
             return Err(ArgError::BadTunName(self.tun.clone()));
         }
         if let Some(c) = self.excludes.iter().find(|c| c.prefix_len() == 0) {
