@@ -57,16 +57,6 @@ t_restored() {
 	[[ $now == "$ORIGINAL" ]] || { echo "resolv.conf now: $now; was: $ORIGINAL"; cat "$RESOLV"; return 1; }
 }
 
-# Only the dnsmasq log lines written since the last mark_log.
-mark_log() { LOG_MARK=$(wc -l <"$TMP/dnsmasq.log"); }
-new_queries() { tail -n +"$((LOG_MARK + 1))" "$TMP/dnsmasq.log" | grep 'query\[' || true; }
-queried_from() { new_queries | grep -q "smolmix.test from $1\$"; }
-# At least one new smolmix.test query, and every new query came from $1.
-only_from() {
-	wait_for 3 queried_from "$1" || { new_queries; return 1; }
-	! new_queries | grep -v " from $1\$"
-}
-
 vpn() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" "$@"; }
 resolves() { n "$c" getent ahosts smolmix.test | grep -q '^192\.0\.2\.80 '; }
 dig_conf() { [[ $(n "$c" dig +short +time=2 +tries=1 smolmix.test A) == 192.0.2.80 ]]; }

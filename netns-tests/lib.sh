@@ -137,10 +137,25 @@ start_inet() {
 start_client() {
 	local enter=(ip netns exec "$c")
 	[[ -z ${CLIENT_NET_ONLY:-} ]] || enter=(nsenter --net="/run/netns/$c")
+	# CLIENT_IN_PID=PID: the network and mount namespaces of that process (resolved.sh: where
+	# systemd-resolved, its bus and its /run live).
+	[[ -z ${CLIENT_IN_PID:-} ]] || enter=(nsenter --target "$CLIENT_IN_PID" --mount --net)
 	: >"$TMP/client.out"    # an old "connected" line must not count as readiness
 	"${enter[@]}" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
 	CLIENT_PID=$!
 	wait_for 30 grep -q '^connected' "$TMP/client.out" || { echo "client did not connect:" >&3; cat "$TMP/client.err" >&3; return 1; }
+}
+
+# The query log of start_inet's dnsmasq: the source address says which way a query came.
+# Only the lines written since the last mark_log count.
+mark_log() { LOG_MARK=$(wc -l <"$TMP/dnsmasq.log"); }
+new_queries() { tail -n +"$((LOG_MARK + 1))" "$TMP/dnsmasq.log" | grep 'query\[' || true; }
+# queried_from SOURCE [NAME]: a new query for NAME (smolmix.test) came from SOURCE.
+queried_from() { new_queries | grep -q " ${2:-smolmix.test} from $1\$"; }
+# only_from SOURCE [NAME]: within 3 s a new query for NAME, and every new query came from SOURCE.
+only_from() {
+	wait_for 3 queried_from "$@" || { new_queries; return 1; }
+	! new_queries | grep -v " from $1\$"
 }
 
 client_status() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" status --json; }

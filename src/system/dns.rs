@@ -5,13 +5,34 @@
 //!   a symlink to `stub-resolv.conf` or `resolv.conf` in `/run/systemd/resolve` *and* resolved
 //!   answers; anything else (a plain file, a symlink to resolvconf's or NetworkManager's file,
 //!   a symlink to resolved's file while resolved is down, no file at all) is handled as a file
-//!   by [`super::resolv_conf`].
+//!   by [`super::resolv_conf`]. The stub file is stub mode; resolved's `resolv.conf` is uplink
+//!   mode, below.
 //! - [`apply`] configures that manager, journalling the undo through [`Host`] *before* each
 //!   change, so [`super::host::recover`] restores the host after a crash as after a clean stop.
 //! - resolved mode only touches the TUN link: its servers, the routing domain `~.`,
 //!   default-route, and LLMNR/mDNS off. Other links are left as they are. Undo: `resolvectl
-//!   revert <tun>` (deleting the TUN also makes resolved forget it; the revert covers a TUN
-//!   that outlives us).
+//!   revert <tun>`. In practice resolved has forgotten the link before that runs: the driver
+//!   closes the TUN before it replays the journal, the kernel deletes the link, resolved drops
+//!   its settings with it ("Removing link" in its log; netns-tests/resolved.sh sees no
+//!   RevertLink call reach it), and the revert answers "No such device", which the replay counts
+//!   as already undone. The revert is for a TUN that outlives us.
+//! - Uplink mode (the symlink points at resolved's `resolv.conf`, not the stub): glibc reads
+//!   that file, which lists *every* link's servers, the physical link's included, in the order
+//!   of resolved's link table, and asks them itself, past resolved's routing (netns-tests/
+//!   resolved.sh saw getent ask the physical link's server directly, in split mode). So the TUN
+//!   link is configured as in stub mode, and the symlink is replaced, as any symlink is in file
+//!   mode, by our file naming the stub, 127.0.0.53, so that glibc asks resolved too. Not our
+//!   servers: resolved reads a foreign /etc/resolv.conf and adopts its servers as global ones,
+//!   and still has them after the symlink is back (it does not re-read its own files), so our
+//!   servers would outlive us in its global state; its own stub address it ignores there. A
+//!   host whose stub listener is off then fails lookups while up: closed, not leaking.
+//!
+//! Why no wait for resolved to learn of a TUN just created: the kernel queues the RTM_NEWLINK on
+//! resolved's rtnetlink socket before the TUN ioctl returns, and resolved dispatches rtnetlink
+//! ahead of the bus (its event priority is `SD_EVENT_PRIORITY_IMPORTANT`), so the `SetLinkDNS`
+//! of the first `resolvectl` never meets "Link N not known" (netns-tests/resolved.sh brings a
+//! fresh TUN up four times a run, setup.rs calling resolvectl right after its addresses and
+//! routes, and has not seen it; 20 `ip tuntap add` + `resolvectl dns` in a row did not either).
 //!
 //! Why `~.` sends every query to the tunnel's servers: resolved routes a query to the links
 //! whose routing or search domains are a suffix of the name, the longest match winning, and
@@ -31,7 +52,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Component, Path, PathBuf};
 
 use super::files::{restore_file, BACKUP_NAME};
@@ -84,8 +105,12 @@ impl DnsPaths {
 /// Who manages the resolver configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manager {
-    /// systemd-resolved: configure the TUN link with resolvectl.
+    /// systemd-resolved in stub mode (`stub-resolv.conf`: only 127.0.0.53): configure the TUN
+    /// link with resolvectl.
     Resolved,
+    /// systemd-resolved in uplink mode (its `resolv.conf`: every link's servers, read by glibc
+    /// directly): configure the TUN link *and* replace the symlink with our file.
+    ResolvedUplink,
     /// A regular file at the path.
     File,
     /// A symlink to something resolved does not own (resolvconf, NetworkManager, a dead link).
@@ -102,28 +127,35 @@ pub fn detect(paths: &DnsPaths, resolved_up: impl FnOnce() -> bool) -> Manager {
         return Manager::File;
     }
     let Ok(target) = fs::read_link(&paths.resolv_conf) else { return Manager::Missing };
-    if points_into_resolved(&paths.resolv_conf, &target, &paths.resolved_stub_dir) && resolved_up() {
-        Manager::Resolved
-    } else {
-        Manager::Symlink(target)
+    match resolved_file(&paths.resolv_conf, &target, &paths.resolved_stub_dir) {
+        Some(name) if resolved_up() => match name {
+            STUB => Manager::Resolved,
+            _ => Manager::ResolvedUplink,
+        },
+        _ => Manager::Symlink(target),
     }
 }
 
-/// Is the link target one of resolved's two files? Compared lexically first (relative links
-/// like `../run/systemd/resolve/stub-resolv.conf` are common), then through `canonicalize`, so
-/// `/var/run -> /run` style indirections match too.
-fn points_into_resolved(link: &Path, target: &Path, stub_dir: &Path) -> bool {
-    let name_ok = matches!(target.file_name().and_then(OsStr::to_str), Some("stub-resolv.conf" | "resolv.conf"));
+/// resolved's stub file: `nameserver 127.0.0.53` and nothing else.
+const STUB: &str = "stub-resolv.conf";
+/// The address of resolved's stub listener (systemd-resolved.service(8)).
+const RESOLVED_STUB: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53));
+
+/// Which of resolved's two files the link target is, if any. Compared lexically first
+/// (relative links like `../run/systemd/resolve/stub-resolv.conf` are common), then through
+/// `canonicalize`, so `/var/run -> /run` style indirections match too.
+fn resolved_file(link: &Path, target: &Path, stub_dir: &Path) -> Option<&'static str> {
+    let name = match target.file_name().and_then(OsStr::to_str) {
+        Some(STUB) => STUB,
+        Some("resolv.conf") => "resolv.conf",
+        _ => return None,
+    };
     let base = link.parent().unwrap_or(Path::new("/"));
     let abs = normalize(&base.join(target));
-    let Some(dir) = abs.parent() else { return false };
-    if !name_ok {
-        return false;
-    }
-    if dir == normalize(stub_dir) {
-        return true;
-    }
-    matches!((fs::canonicalize(dir), fs::canonicalize(stub_dir)), (Ok(a), Ok(b)) if a == b)
+    let dir = abs.parent()?;
+    let same = dir == normalize(stub_dir)
+        || matches!((fs::canonicalize(dir), fs::canonicalize(stub_dir)), (Ok(a), Ok(b)) if a == b);
+    same.then_some(name)
 }
 
 /// Lexical `.`/`..` removal (symlinks inside are not followed; that is `canonicalize`'s job).
@@ -154,6 +186,13 @@ pub fn apply(host: &mut Host, paths: &DnsPaths, tun: &str, servers: &[IpAddr]) -
     }
     match detect(paths, resolved_is_up) {
         Manager::Resolved => apply_resolved(host, tun, servers),
+        Manager::ResolvedUplink => {
+            // The module doc says why the file names the stub and not `servers`. Reported as
+            // resolved mode: every lookup goes through resolved; nothing is re-asserted.
+            let applied = apply_resolved(host, tun, servers)?;
+            apply_file(host, &paths.resolv_conf, &paths.backup(), &[RESOLVED_STUB])?;
+            Ok(applied)
+        }
         manager => {
             tracing::debug!(?manager, "resolv.conf is not managed by systemd-resolved");
             apply_file(host, &paths.resolv_conf, &paths.backup(), servers)
@@ -227,9 +266,11 @@ mod tests {
         // resolved down: its file is just a file someone else wrote; replace the link.
         assert_eq!(detect(&p, || false), Manager::Symlink(rel));
 
+        // Uplink mode: glibc reads every link's servers from that file, so it is not the stub.
         fs::remove_file(&p.resolv_conf).unwrap();
         symlink(p.resolved_stub_dir.join("resolv.conf"), &p.resolv_conf).unwrap();
-        assert_eq!(detect(&p, || true), Manager::Resolved);
+        assert_eq!(detect(&p, || true), Manager::ResolvedUplink);
+        assert_eq!(detect(&p, || false), Manager::Symlink(p.resolved_stub_dir.join("resolv.conf")));
 
         // An indirection (/var/run -> /run) only matches through canonicalize.
         fs::create_dir_all(root.join("var")).unwrap();
