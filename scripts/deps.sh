@@ -15,6 +15,13 @@ have ss       || need+=(iproute2)
 have setpriv  || need+=(util-linux)
 have python3  || need+=(python3)
 have cc       || need+=(build-essential)
+# scripts/package.sh: builds the .deb, installs it into a scratch root and reads it as a user.
+have dpkg-deb || need+=(dpkg)
+have gzip     || need+=(gzip)
+have man      || need+=(man-db)
+have col      || need+=(bsdextrautils)
+have systemd-analyze || need+=(systemd)
+[[ -f /usr/share/bash-completion/bash_completion ]] || need+=(bash-completion)
 if ((${#need[@]})); then
 	echo "installing: ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
