@@ -67,6 +67,13 @@ have dbus-daemon || need+=(dbus)
 # netns-tests/resolved.sh runs a real systemd-resolved in a namespace of its own.
 resolved=()
 [[ -x /lib/systemd/systemd-resolved ]] && have resolvectl || resolved=(systemd-resolved)
+# scripts/package.sh: builds the .deb, installs it into a scratch root and reads it as a user.
+have dpkg-deb || need+=(dpkg)
+have gzip     || need+=(gzip)
+have man      || need+=(man-db)
+have col      || need+=(bsdextrautils)
+have systemd-analyze || need+=(systemd)
+[[ -f /usr/share/bash-completion/bash_completion ]] || need+=(bash-completion)
 if ((${#need[@]})); then
 	echo "installing: ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

@@ -28,6 +28,10 @@ echo "cargo clippy: ok"
 # mixnet suite, and its tests decode what it serves with the published nym-api types.
 echo "== cargo build --release --workspace"
 cargo build --release --locked --workspace --bins --examples
+# The .deb from these release binaries: its files and dependencies, installed into a scratch
+# root, where the man page renders, bash completes and the systemd unit verifies.
+echo "== scripts/package.sh"
+scripts/package.sh
 # A program that depends on the library gets no Cargo.lock of ours: resolve one afresh, check
 # its nym-* versions, build it (netns-tests/library.sh runs it against the local exit).
 echo "== scripts/fresh-dependent.sh (the library in a new project, without our Cargo.lock)"

@@ -18,6 +18,7 @@
 //! | `system`      | TUN device, routes and rules, the journal of host changes     | kernel         | `vpn`    |
 //! | `driver`      | the one async loop joining TUN, pipeline, session, transport  | tokio          | `vpn`    |
 //! | `cli`         | the `smolmix-vpn` command line                                | none           | `vpn`    |
+//! | `manual`      | its man pages and shell completions, generated from `cli`     | none           | `vpn`    |
 //! | `exit`        | the sans-IO core of `smolmix-exit`, the local IPR test double | none (sans-IO) | `exit`   |
 //!
 //! Features: `default = ["mixnet", "vpn", "exit"]`, what the two programs need (`smolmix-vpn`:
@@ -38,6 +39,8 @@ pub mod driver;
 pub mod exit;
 pub mod ipr;
 pub mod link;
+#[cfg(feature = "vpn")]
+pub mod manual;
 pub mod pipeline;
 #[cfg(feature = "vpn")]
 pub mod system;

@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use smolmix::cli::{profile, Cli, Command, DirectoryArgs, ExecArgs, OnOff, UpArgs};
 use smolmix::driver::{self, Report, UpConfig};
+use smolmix::manual;
 use smolmix::system::exec::{self, ExecSpec};
 use smolmix::system::notify::Notifier;
 use smolmix::system::status::State;
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
         Command::Down => cmd_down(&cli.run_dir, &cli.state_dir),
         Command::Status { json } => cmd_status(&cli.run_dir, json),
         Command::Exits { json, directory } => cmd_exits(json, directory),
+        Command::Completions { shell } => emit(&manual::completions(shell)),
+        Command::Man { dir: None } => emit(&manual::man_page()),
+        Command::Man { dir: Some(dir) } => cmd_man_dir(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -361,6 +365,13 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
         }
     }
     emit(&out)
+}
+
+/// `man --dir`: the pages, one per line of output, for a packager's script to pick up.
+fn cmd_man_dir(dir: &Path) -> Result<()> {
+    let written =
+        manual::write_man_pages(dir).with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
+    emit(&written.iter().map(|p| format!("{}\n", p.display())).collect::<String>())
 }
 
 /// Prints `text`; a reader that went away (`status | head -1`) is not an error worth a panic.

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
 
 use crate::system::netns;
 use crate::system::routes::Cidr;
@@ -90,6 +91,19 @@ pub enum Command {
         /// Where the Nym directory is.
         #[command(flatten)]
         directory: DirectoryArgs,
+    },
+    /// Print the shell completion script for SHELL to stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page smolmix-vpn(1) (roff) to stdout, or write it and one page per
+    /// subcommand into DIR.
+    Man {
+        /// Write smolmix-vpn.1 and smolmix-vpn-SUBCOMMAND.1 into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
