@@ -145,6 +145,23 @@ log_since() { tail -n +"$(($2 + 1))" "$1"; }
 vpn() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" "$@"; }
 # vx CMD...: `smolmix-vpn exec --user nobody` in the per-app namespace.
 vx() { nsenter --net="/run/netns/$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" exec --user nobody -- "$@"; }
+# The connect steps up printed, each with its elapsed time: directory, the exit and why, its
+# release, the entry gateway's registration, the IPR session.
+t_steps() {
+	local f=$VPN_OUT
+	grep -Eq '^ +[0-9.]+ s  directory: [1-9][0-9]* usable IPR exits listed' "$f" &&
+	grep -Eq '^ +[0-9.]+ s  exit: .* \(picked among [0-9]+ weighted by performance' "$f" &&
+	grep -Eq '^ +[0-9.]+ s  exit gateway: nym-node 1\.31\.0, speaks IPR v9' "$f" &&
+	grep -Eq '^ +[0-9.]+ s  entry gateway: registered' "$f" &&
+	grep -Eq '^ +[0-9.]+ s  ipr: session up \(v9\)' "$f"
+}
+# status after the transfers: the Sphinx packets they cost, per MB of IP each way.
+t_sphinx() {
+	local out
+	out=$(vpn status)
+	note "$(grep -E '^(mixnet|surbs|queues):' <<<"$out" | tr -s ' ' | tr '\n' '|')"
+	grep -Eq '^mixnet: +Sphinx packets [1-9][0-9]* sent \([1-9][0-9]* per MB of IP\), [1-9][0-9]* received \([1-9][0-9]* per MB\)' <<<"$out"
+}
 state_is() { [[ $(vpn status --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])') == "$1" ]]; }
 short() { sed "s|$IPR|<the local IPR>|g; s/\x1b\[[0-9;]*m//g" | cut -c1-220; }
 
@@ -528,6 +545,8 @@ check "ping 203.0.113.80 through the tunnel (at least one reply of 5)" t_ping "$
 check "ping -6 2001:db8:113::80 through the tunnel (at least one reply of 5)" t_ping -6 "$LOCALNET_HTTP_IP6"
 check "10 parallel curls of small.bin: all 200 with 100000 bytes" t_parallel
 check "curl over IPv6: small.bin, sha256 matches" download "http://[$LOCALNET_HTTP_IP6]/small.bin" "$LOCALNET_SMALL_SHA256" "100 kB over IPv6"
+check "up printed its connect steps with their times: directory, exit and why, release, gateway, IPR" t_steps
+check "status shows the Sphinx packets per MB of IP both ways, from the SDK's own counters" t_sphinx
 check "servers saw only the exit (198.18.1.1, 2001:db8:1::1): HTTP, HTTP over IPv6, the sink, dnsmasq" t_sources
 check "leak counter: 0 packets left by eth0 besides the gateway connection, through all of the above" no_leak other
 D=$(disconnects)

@@ -1,8 +1,8 @@
 //! What the mixnet costs, in Sphinx packets: the SDK's own counters, read back.
 //!
 //! Our counters ([`super::MixnetStats`]) see messages; the mixnet carries fixed-size Sphinx
-//! packets, and what a user pays in time and cover is packets per MB (docs/performance.md
-//! §3.4). nym-sdk 1.21.6 has no getter for them, but its statistics task
+//! packets, and what a user pays in time and cover is packets per MB
+//! (docs/performance.md §3.4). nym-sdk 1.21.6 has no getter for them, but its statistics task
 //! (nym-statistics-common 1.21.6, `clients/packet_statistics.rs`) counts every packet it
 //! sends and receives into nym-metrics' process-wide registry, as integer counters named
 //! `nym_statistics_common_<event>`; `scripts/bench-mixnet.sh` reads the same numbers from the
