@@ -11,7 +11,8 @@
 #
 # Checks: STATUS= for each connect step, READY=1 once and only after the `connected` line,
 # STATUS= when the exit is lost and when the tunnel is back, STOPPING=1 on SIGTERM; the control:
-# against no exit at all, the same listener hears the steps but never READY=1.
+# against no exit at all, the same listener hears the steps but never READY=1. And the unit's
+# ExecStopPost, `down --stale`: a running up is left alone, a dead one's changes are undone.
 #
 # Each check prints "ok N - …" or "not ok N - …"; the last line is "N passed, N failed".
 
@@ -29,7 +30,9 @@ start_inet
 
 NOTIFY=$TMP/notify.sock
 LOG=$TMP/notify.log
-status_text() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" status; }
+vpn() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" "$@"; }
+status_text() { vpn status; }
+not() { ! "$@"; }
 
 # listen: a fresh listener (and log) on $NOTIFY, ready when it says so.
 listen() {
@@ -93,10 +96,20 @@ pretty "$c" "the exit stalls, then comes back: STATUS= says so"
 kill -STOP "$(cat "$TMP/exit-nymtun0.pid")"
 # The dead-exit verdict comes after 45 s of silence (link/drive.rs session_config).
 check "STATUS=reconnecting: the exit went silent" wait_for 70 grep -q ' STATUS=reconnecting: the exit went silent' "$LOG"
-check "status says reconnecting" sh -c "ip netns exec $c env SMOLMIX_RUN_DIR=$TMP/run $SMX_BIN/smolmix-vpn status | grep -Eq '^state: +reconnecting'"
+# The status file follows within a second (the housekeeping tick).
+state_is() { vpn status | grep -Eq "^state: +$1\$"; }
+check "status says reconnecting" wait_for 5 state_is reconnecting
 kill -CONT "$(cat "$TMP/exit-nymtun0.pid")"
 check "STATUS=reconnected once the exit answers again" wait_for 60 grep -q ' STATUS=reconnected to udp://198.51.100.1:51820' "$LOG"
 check "no second READY=1 (the service was ready all along)" test "$(grep -c ' READY=1$' "$LOG")" -eq 1
+
+pretty "$c" "ExecStopPost of a second instance that failed at the lock: down --stale"
+t_stale_leaves_it() {
+	vpn down --stale | grep -q "a tunnel is running (pid $CLIENT_PID); left alone" &&
+	kill -0 "$CLIENT_PID" && state_is connected
+}
+check "status says connected again" wait_for 5 state_is connected
+check "down --stale leaves the running up alone: still running, still connected" t_stale_leaves_it
 
 pretty "$c" "stop"
 check "SIGTERM: up exits 0" stop_client
@@ -113,6 +126,16 @@ check "up gives up with an error" test "$rc" -ne 0
 check "the listener heard the steps (it works)" grep -q ' STATUS=connecting: .*ipr: Connect sent, protocol v9' "$LOG"
 check "but never READY=1" sh -c "! grep -q 'READY=1' '$LOG'"
 check "no status file is left claiming a tunnel" sh -c "[ \"\$(ip netns exec $c env SMOLMIX_RUN_DIR=$TMP/run $SMX_BIN/smolmix-vpn status | head -1)\" = 'state: disconnected' ]"
+check "the host is clean" host_is_clean
+
+pretty "$c" "a crash: down --stale undoes what the dead up left"
+listen
+up_notified udp://198.51.100.1:51820
+check "up connects again" wait_for 30 grep -q '^connected' "$TMP/client.out"
+kill -KILL "$CLIENT_PID"
+wait "$CLIENT_PID" || true
+check "control: after SIGKILL the host still holds the tunnel's changes" not host_is_clean
+check "down --stale undoes them" sh -c "ip netns exec $c env SMOLMIX_RUN_DIR=$TMP/run $SMX_BIN/smolmix-vpn down --stale | grep -q 'undid'"
 check "the host is clean" host_is_clean
 
 finish

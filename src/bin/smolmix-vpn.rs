@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             let up = matches.subcommand_matches("up").expect("the `up` subcommand was parsed");
             cmd_up(args, up, &cli.profile_dir, &cli.run_dir, &cli.state_dir)
         }
-        Command::Down => cmd_down(&cli.run_dir, &cli.state_dir),
+        Command::Down { stale } => cmd_down(&cli.run_dir, &cli.state_dir, stale),
         Command::Status { json } => cmd_status(&cli.run_dir, json),
         Command::Exits { json, directory } => cmd_exits(json, directory),
         Command::Completions { shell } => emit(&manual::completions(shell)),
@@ -223,7 +223,7 @@ fn cmd_exits(_json: bool, _directory: DirectoryArgs) -> Result<()> {
     bail!("this build has no Nym mixnet support (cargo feature `mixnet`)")
 }
 
-fn cmd_down(run_dir: &Path, state_dir: &Path) -> Result<()> {
+fn cmd_down(run_dir: &Path, state_dir: &Path, stale: bool) -> Result<()> {
     let mut stopped = false;
     let mut pending = 0;
     let mut failures = Vec::new();
@@ -231,6 +231,11 @@ fn cmd_down(run_dir: &Path, state_dir: &Path) -> Result<()> {
     if std::fs::symlink_metadata(run_dir).is_ok() {
         // Never replay a journal from a directory someone else could have written.
         lock::check(run_dir)?;
+        if let Some(pid) = lock::holder(run_dir).filter(|_| stale) {
+            // Its journal and the resolv.conf backup are its own to undo, and in use.
+            println!("a tunnel is running (pid {pid}); left alone (--stale)");
+            return Ok(());
+        }
         if let Some(pid) = lock::holder(run_dir) {
             // A live `up` undoes its own changes on SIGTERM; give it time to say goodbye to the exit.
             let raw = i32::try_from(pid).context("bad pid in the lock file")?;

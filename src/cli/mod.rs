@@ -73,7 +73,13 @@ pub enum Command {
     /// Bring the tunnel up and stay in the foreground; SIGINT/SIGTERM undo every change.
     Up(UpArgs),
     /// Undo everything a previous `up` changed, also after a crash. Idempotent.
-    Down,
+    Down {
+        /// Only undo what an `up` that is no longer running left behind, and leave a running
+        /// one alone: for the systemd unit's ExecStopPost, which also runs when a second
+        /// instance failed at the lock and must not stop the first one's tunnel.
+        #[arg(long)]
+        stale: bool,
+    },
     /// Show state, addresses, exit and counters.
     Status {
         /// Machine-readable output.
