@@ -66,7 +66,9 @@ if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
 	cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
 rm -f "$target"/debian/smolmix-vpn_*.deb
-cargo deb --no-build --output "$target/debian/"
+# --strip: the release profile keeps line tables for backtraces (Cargo.toml), 250 MB a binary;
+# a user's package gets the 30 MB stripped ones.
+cargo deb --no-build --strip --output "$target/debian/"
 deb=$(ls "$target"/debian/smolmix-vpn_*.deb)
 echo "== $deb"
 
@@ -82,6 +84,9 @@ info=$(dpkg-deb -I "$deb")
 sed -n 's/^ *\(Package\|Version\|Architecture\|Depends\|Installed-Size\):/  &/p' <<<"$info"
 check "depends on iproute2" grep -qE '^ *Depends:.*\biproute2\b' <<<"$info"
 check "depends on nftables" grep -qE '^ *Depends:.*\bnftables\b' <<<"$info"
+# Unstripped, the two binaries alone install 436 MB (line tables, Cargo.toml's release profile).
+kib=$(sed -n 's/^ *Installed-Size: *//p' <<<"$info")
+check "the binaries are stripped: Installed-Size ${kib} KiB is under 100 MiB" test "${kib:-999999}" -lt 102400
 
 # A real dpkg install into the scratch root: an empty database, dependencies not looked for
 # (the root has no other packages), no maintainer scripts to run as root in it.
