@@ -142,8 +142,10 @@ t_tiocsti() { in_terminal "$vx_line -- /usr/bin/python3 $STI </dev/null" | tee "
 t_tiocsti_control() { in_terminal "setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 $STI </dev/null" | tee "$TMP/sti-control.out" | grep -q INJECTED; }
 t_pty() {
 	local outer inner
-	outer=$(in_terminal "tty" | tr -d '\r')
-	inner=$(in_terminal "$vx_line -- tty" | tr -d '\r')
+	# Only the device name: the terminal also echoes whatever script(1) read from our stdin
+	# (seen: a NUL, echoed as "^@"), which depends on how the suite was started.
+	outer=$(in_terminal "tty" </dev/null | grep -ao '/dev/pts/[0-9]*' | tail -n1)
+	inner=$(in_terminal "$vx_line -- tty" </dev/null | grep -ao '/dev/pts/[0-9]*' | tail -n1)
 	echo "caller's terminal $outer, the program's $inner"
 	[[ $inner == /dev/pts/* && $outer == /dev/pts/* && $inner != "$outer" ]]
 }

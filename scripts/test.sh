@@ -1,8 +1,8 @@
 #!/bin/bash
 # The one test command: installs what is missing, checks that every docs/ citation points at a
 # heading, that the layers import only what they may (check-layers.sh), that the code is
-# formatted and lint-free (clippy -D warnings), builds, builds the library in a fresh project
-# without our lock, runs the unit and integration tests (cargo's summary lines), then the
+# formatted and lint-free (clippy -D warnings), builds, packages and inspects the .deb
+# (package.sh), builds the library in a fresh project without our lock, runs the unit and integration tests (cargo's summary lines), then the
 # privileged end-to-end suites in network namespaces.
 #
 #   sudo scripts/test.sh            everything
