@@ -57,9 +57,10 @@ use crate::pipeline::packet::{Family, View};
 use crate::pipeline::reassembly::{FragError, Push, Reassembler};
 pub use crate::pipeline::stats::Stats;
 
-/// How often NAT and reassembly tables are swept while they hold anything: the shortest
-/// timeout they apply is many seconds (see [`Limits::default`]), so a second's lateness is
-/// noise, and a sweep is O(table size).
+/// How often NAT and reassembly tables are swept while they hold anything. The shortest timeout
+/// is the 2 s of an answered DNS mapping (see [`Limits::default`]), which the sweep ends within
+/// 3 s; the others are tens of seconds and more, so a second's lateness is noise. Room is never
+/// waiting for the sweep: a new NAT flow expires its own table first, and evicts when full.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Static configuration of the pipeline.
@@ -76,20 +77,32 @@ pub struct Config {
 }
 
 /// Bounds of every table; see [`Limits::default`] for the reasoning behind each value.
+///
+/// A NAT table never refuses a new flow for lack of room (only a table of 0 entries does): one
+/// local source address holds at most half of a table and then recycles its own least valuable,
+/// longest idle mapping, and a full table evicts its least valuable, longest idle one (answered
+/// DNS, then unanswered or transitory, then two-way or established; `nat` module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// TCP mappings held at most.
+    /// TCP mappings held at most (at most half of them per local source address).
     pub nat_tcp_entries: usize,
-    /// UDP mappings held at most.
+    /// UDP mappings held at most (at most half of them per local source address).
     pub nat_udp_entries: usize,
-    /// ICMP echo-id mappings held at most.
+    /// ICMP echo-id mappings held at most (at most half of them per local source address).
     pub nat_icmp_entries: usize,
-    /// Idle timeout of an established TCP mapping.
+    /// Idle timeout of a TCP mapping whose SYN was answered.
     pub tcp_established_timeout: Duration,
-    /// Idle timeout of a TCP mapping before the handshake completed or after FIN/RST.
+    /// Idle timeout of a TCP mapping nothing has answered yet (a SYN, or a segment of a
+    /// connection whose mapping is gone), or one that saw a FIN or RST.
     pub tcp_transitory_timeout: Duration,
-    /// Idle timeout of a UDP mapping.
+    /// Idle timeout of a UDP mapping that has seen a reply (two-way).
     pub udp_timeout: Duration,
+    /// Idle timeout of a UDP mapping nothing has answered yet, and of a DNS mapping with a
+    /// query outstanding.
+    pub udp_unanswered_timeout: Duration,
+    /// How long a UDP mapping that carried only DNS (queries to remote port 53, their answers
+    /// back) lives after the last of its outstanding queries was answered.
+    pub dns_answered_timeout: Duration,
     /// Idle timeout of an ICMP echo mapping.
     pub icmp_timeout: Duration,
     /// Reassembly memory cap per direction, in bytes.
@@ -108,15 +121,26 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             // 16384 flows each is far beyond one desktop (a busy browser holds a few hundred
-            // connections) and costs ~1 MiB per table; ICMP ids are short-lived pings.
+            // connections) and reserves ~6 MiB per table, paged in as used (`nat` module doc);
+            // ICMP ids are short-lived pings. Half a table per source: 8192 flows, so a source
+            // recycles its own mappings only beyond 273 new unanswered UDP flows a second.
             nat_tcp_entries: 16384,
             nat_udp_entries: 16384,
             nat_icmp_entries: 4096,
             // RFC 5382 REQ-5: established idle timeout >= 2 h 4 min; transitory >= 4 min.
             tcp_established_timeout: Duration::from_secs(2 * 3600 + 4 * 60),
             tcp_transitory_timeout: Duration::from_secs(4 * 60),
-            // RFC 4787 REQ-5: UDP mapping timer >= 2 min, 5 min recommended.
+            // RFC 4787 REQ-5: UDP mapping timer >= 2 min, 5 min recommended; we keep the
+            // recommendation for anything that was answered (eviction, not a short timer, keeps
+            // two-way flows from crowding out new ones).
             udp_timeout: Duration::from_secs(5 * 60),
+            // Linux's nf_conntrack_udp_timeout: what nobody answers in 30 s is a failed lookup
+            // or a probe. Below REQ-5's 2 min on purpose (`nat` module doc): at 5 min, 55 fresh
+            // ports a second (one DNS lookup each) filled 16384 entries.
+            udp_unanswered_timeout: Duration::from_secs(30),
+            // Covers glibc's single-request mode (AAAA sent once the A answer is in, from the
+            // same port) and late duplicates; REQ-5a allows per-port timers below 1024.
+            dns_answered_timeout: Duration::from_secs(2),
             // RFC 5508 REQ-1: ICMP query mapping timeout >= 60 s.
             icmp_timeout: Duration::from_secs(60),
             // Linux ipfrag_high_thresh is 4 MiB: 64 maximum-size datagrams in flight.
@@ -157,7 +181,7 @@ pub(crate) enum DropReason {
     Filtered,
     #[error("protocol without ports from a foreign source")]
     Unsupported,
-    #[error("NAT table full")]
+    #[error("NAT table of 0 entries")]
     TableFull,
     #[error("no free external port")]
     PortsExhausted,
@@ -269,14 +293,14 @@ impl Pipeline {
         self.next_sweep
     }
 
-    /// Expires NAT entries and stale reassembly state if a sweep is due; O(table size), so it
-    /// runs at most once per [`SWEEP_INTERVAL`].
+    /// Expires NAT entries and stale reassembly state if a sweep is due, at most once per
+    /// [`SWEEP_INTERVAL`]: O(expired) for the NAT, O(table size) for reassembly.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_sweep.is_none_or(|t| t > now) {
             return;
         }
         self.nat.expire(now);
-        self.stats.nat_expired = self.nat.expired_total();
+        self.nat.copy_counters(&mut self.stats);
         self.reasm_tun.expire(now, &mut self.stats);
         self.reasm_exit.expire(now, &mut self.stats);
         let held = self.nat_entries() != (0, 0, 0) || self.reassembly_datagrams() > 0;

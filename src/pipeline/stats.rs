@@ -39,14 +39,21 @@ pub struct Stats {
     /// Non-TCP/UDP/echo packet from a source other than the TUN's own address: without ports it
     /// cannot be told apart on the way back, so only the TUN's address gets a 1:1 mapping.
     pub unsupported_tun: u64,
-    /// New flow refused because its NAT table was full even after expiry.
+    /// New flow refused because its NAT table is limited to 0 entries (a full table evicts
+    /// instead: `nat_evicted`, `nat_recycled`).
     pub nat_table_full: u64,
     /// New flow refused because no free external port was found within the probe budget.
     pub nat_ports_exhausted: u64,
     /// NAT mappings created.
     pub nat_created: u64,
-    /// NAT mappings removed by idle expiry.
+    /// NAT mappings removed by idle expiry (an answered DNS lookup's after its 2 s included).
     pub nat_expired: u64,
+    /// NAT mappings replaced by a new flow because their table was full: the least valuable,
+    /// longest idle one of the table.
+    pub nat_evicted: u64,
+    /// NAT mappings replaced by a new flow of the same local source because that source held
+    /// its share (half a table): its own least valuable, longest idle one.
+    pub nat_recycled: u64,
     /// Packet from the exit for which no mapping exists (unsolicited, or expired).
     pub no_mapping: u64,
     /// Packet from the exit whose destination is not our allocated address.

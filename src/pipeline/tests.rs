@@ -374,34 +374,113 @@ fn idle_mappings_expire() {
     let mut p = pipe(1500);
     let now = t0();
     assert_eq!(p.poll_timeout(), None, "an idle pipeline needs no timer");
+    // An unanswered lookup: 30 s.
     let mut pkt = V4_UDP_DNS;
     let o = out(p.handle_tun(&mut pkt, now));
     assert_eq!(p.poll_timeout(), Some(now + SWEEP_INTERVAL));
+    // A UDP flow that was answered: 5 min.
+    let mut flow = V6_UDP;
+    let o6 = out(p.handle_tun(&mut flow, now));
+    tun(p.handle_exit(&mut mirror(&o6), now));
+    p.handle_timeout(now + Duration::from_secs(29));
+    assert_eq!(p.nat_entries().1, 2);
+    assert_eq!(p.poll_timeout(), Some(now + Duration::from_secs(30)), "swept again a second later");
+    p.handle_timeout(now + Duration::from_secs(30));
+    assert_eq!(p.nat_entries().1, 1);
+    assert_eq!(p.handle_exit(&mut mirror(&o), now), Action::Drop, "the lookup's mapping is gone");
     p.handle_timeout(now + Duration::from_secs(299));
     assert_eq!(p.nat_entries().1, 1);
-    assert_eq!(p.poll_timeout(), Some(now + Duration::from_secs(300)), "swept again a second later");
-    p.handle_timeout(now + Duration::from_secs(301));
+    p.handle_timeout(now + Duration::from_secs(300));
     assert_eq!(p.nat_entries().1, 0);
-    assert_eq!(p.stats().nat_expired, 1);
+    assert_eq!(p.stats().nat_expired, 2);
     assert_eq!(p.poll_timeout(), None, "nothing left to expire");
-    let mut reply = mirror(&o);
-    assert_eq!(p.handle_exit(&mut reply, now), Action::Drop);
+}
+
+/// `V4_UDP_DNS` re-sourced from `src:sport`, with transaction id `id` and query type `qtype`.
+fn dns_query(src: Ipv4Addr, sport: u16, id: u16, qtype: u16) -> Vec<u8> {
+    let mut q = V4_UDP_DNS.to_vec();
+    q[20..22].copy_from_slice(&sport.to_be_bytes());
+    q[28..30].copy_from_slice(&id.to_be_bytes());
+    q[53..55].copy_from_slice(&qtype.to_be_bytes());
+    set_v4_src(&mut q, src);
+    q
+}
+
+/// The resolver's answer to `query` as it left the pipeline: addresses and ports swapped, QR set.
+fn dns_answer(query: &[u8]) -> Vec<u8> {
+    let mut a = mirror(query);
+    a[30] |= 0x80;
+    let src = Ipv4Addr::new(a[12], a[13], a[14], a[15]);
+    set_v4_src(&mut a, src);
+    a
 }
 
 #[test]
-fn nat_table_full_is_counted() {
+fn a_dns_mapping_goes_right_after_its_answers() {
+    let mut p = pipe(1500);
+    let now = t0();
+    let s = Duration::from_secs(1);
+    // glibc: A and AAAA in parallel from one port; the A answer comes first, and twice.
+    let qa = out(p.handle_tun(&mut dns_query(LOCAL4, 53000, 0x1111, 1), now));
+    let qaaaa = out(p.handle_tun(&mut dns_query(LOCAL4, 53000, 0x2222, 28), now));
+    assert_eq!(src_port(&qa), src_port(&qaaaa));
+    let back = tun(p.handle_exit(&mut dns_answer(&qa), now + s));
+    assert_valid(&back);
+    assert_eq!(back[30] & 0x80, 0x80);
+    assert_eq!(mirror(&back)[..26], dns_query(LOCAL4, 53000, 0x1111, 1)[..26], "translated back");
+    tun(p.handle_exit(&mut dns_answer(&qa), now + s));
+    p.handle_timeout(now + 10 * s);
+    assert_eq!(p.nat_entries().1, 1, "AAAA still outstanding");
+    tun(p.handle_exit(&mut dns_answer(&qaaaa), now + 10 * s));
+    p.handle_timeout(now + 11 * s);
+    assert_eq!(p.nat_entries().1, 1);
+    p.handle_timeout(now + 12 * s);
+    assert_eq!(p.nat_entries().1, 0, "gone 2 s after its last answer");
+    assert_eq!(p.handle_exit(&mut dns_answer(&qaaaa), now + 12 * s), Action::Drop);
+    assert_eq!(p.stats().no_mapping, 1);
+}
+
+#[test]
+fn a_zero_entry_nat_table_refuses() {
     let mut c = config(1500);
-    c.limits.nat_udp_entries = 1;
+    c.limits.nat_udp_entries = 0;
     let mut p = Pipeline::with_seed(c, 1);
     p.set_allocated(EXT4, None);
     let now = t0();
-    let mut a = V4_UDP_DNS;
-    out(p.handle_tun(&mut a, now));
-    let mut b = V4_UDP_DNS.to_vec();
-    b[20..22].copy_from_slice(&1234u16.to_be_bytes());
-    set_v4_src(&mut b, LOCAL4);
-    assert_eq!(p.handle_tun(&mut b, now), Action::Drop);
+    assert_eq!(p.handle_tun(&mut V4_UDP_DNS.clone(), now), Action::Drop);
     assert_eq!(p.stats().nat_table_full, 1);
+    assert_eq!(p.stats().dropped(), 1);
+}
+
+#[test]
+fn a_full_nat_table_evicts_and_a_source_at_its_share_recycles() {
+    let mut c = config(1500);
+    c.limits.nat_udp_entries = 4;
+    let mut p = Pipeline::with_seed(c, 1);
+    p.set_allocated(EXT4, None);
+    let now = t0();
+    let s = Duration::from_secs(1);
+    let guest = Ipv4Addr::new(192, 168, 7, 9);
+    let other = Ipv4Addr::new(192, 168, 7, 10);
+    // A guest floods from fresh ports: it holds its share of 2 and recycles its own.
+    for port in 1000..1010 {
+        out(p.handle_tun(&mut dns_query(guest, port, port, 1), now));
+    }
+    assert_eq!(p.nat_entries().1, 2);
+    // The host's lookup gets a mapping, and its A answer comes back.
+    let qa = out(p.handle_tun(&mut dns_query(LOCAL4, 53000, 1, 1), now + s));
+    let qaaaa = out(p.handle_tun(&mut dns_query(LOCAL4, 53000, 2, 28), now + s));
+    tun(p.handle_exit(&mut dns_answer(&qa), now + s));
+    let st = p.stats();
+    assert_eq!((st.nat_created, st.nat_evicted, st.nat_recycled, st.nat_table_full), (11, 0, 8, 0));
+    // A third source fills the table, then takes the longest idle mapping: the guest's, not
+    // the host's (whose AAAA is outstanding), and the AAAA answer still comes back.
+    out(p.handle_tun(&mut dns_query(other, 7, 7, 1), now + 2 * s));
+    out(p.handle_tun(&mut dns_query(other, 8, 8, 1), now + 2 * s));
+    assert_eq!((p.stats().nat_evicted, p.nat_entries().1), (1, 4));
+    let back = tun(p.handle_exit(&mut dns_answer(&qaaaa), now + 2 * s));
+    assert_eq!(&back[16..20], &LOCAL4.octets());
+    assert_eq!(p.stats().dropped(), 0, "nothing refused");
 }
 
 #[test]

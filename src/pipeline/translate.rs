@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::pipeline::checksum::{patch, patch_udp, set16, set_bytes, Delta};
 use crate::pipeline::icmp::{self, Side};
 use crate::pipeline::mss;
-use crate::pipeline::nat::{Kind, NatError};
+use crate::pipeline::nat::{Dns, NatError, Seen};
 use crate::pipeline::packet::{self, is_unroutable, octets, Family, View, L4, PROTO_ICMPV6, TCP_SYN};
 use crate::pipeline::{DropReason, Out, Pipeline};
 
@@ -117,15 +117,16 @@ impl Pipeline {
                 if flags & TCP_SYN != 0 {
                     self.clamp_mss(buf, view, hdr_len);
                 }
-                let p = self.map_out(Kind::Tcp, view, sport, flags, now)?;
+                let p = self.map_out(view, sport, Seen::Tcp(flags), now)?;
                 set16(buf, l4, p, &mut port_delta);
             }
-            L4::Udp { sport, .. } => {
-                let p = self.map_out(Kind::Udp, view, sport, 0, now)?;
+            L4::Udp { sport, dport } => {
+                let dns = Dns::of(dport, udp_payload(buf, view));
+                let p = self.map_out(view, sport, Seen::Udp(dns), now)?;
                 set16(buf, l4, p, &mut port_delta);
             }
             L4::Echo { request: true, id } => {
-                let p = self.map_out(Kind::Icmp, view, id, 0, now)?;
+                let p = self.map_out(view, id, Seen::Echo, now)?;
                 set16(buf, l4 + 4, p, &mut port_delta);
             }
             L4::IcmpError => return self.error_out(buf, view),
@@ -148,7 +149,7 @@ impl Pipeline {
         let mut port_delta = Delta::default();
         let local = match view.l4 {
             L4::Tcp { dport, flags, hdr_len, .. } => {
-                let (ip, p) = self.nat.inbound(Kind::Tcp, v6, dport, flags, now).ok_or(DropReason::NoMapping)?;
+                let (ip, p) = self.nat.inbound(v6, dport, Seen::Tcp(flags), now).ok_or(DropReason::NoMapping)?;
                 set16(buf, l4 + 2, p, &mut port_delta);
                 if flags & TCP_SYN != 0 {
                     // SYN-ACK: clamp what the local host will send, too.
@@ -156,13 +157,14 @@ impl Pipeline {
                 }
                 ip
             }
-            L4::Udp { dport, .. } => {
-                let (ip, p) = self.nat.inbound(Kind::Udp, v6, dport, 0, now).ok_or(DropReason::NoMapping)?;
+            L4::Udp { sport, dport } => {
+                let dns = Dns::of(sport, udp_payload(buf, view));
+                let (ip, p) = self.nat.inbound(v6, dport, Seen::Udp(dns), now).ok_or(DropReason::NoMapping)?;
                 set16(buf, l4 + 2, p, &mut port_delta);
                 ip
             }
             L4::Echo { request: false, id } => {
-                let (ip, p) = self.nat.inbound(Kind::Icmp, v6, id, 0, now).ok_or(DropReason::NoMapping)?;
+                let (ip, p) = self.nat.inbound(v6, id, Seen::Echo, now).ok_or(DropReason::NoMapping)?;
                 set16(buf, l4 + 4, p, &mut port_delta);
                 ip
             }
@@ -174,9 +176,9 @@ impl Pipeline {
     }
 
     /// Outbound NAT lookup / creation, keeping the NAT counters in step.
-    fn map_out(&mut self, kind: Kind, view: &View, port: u16, flags: u8, now: Instant) -> Result<u16, DropReason> {
-        let r = self.nat.outbound(kind, view.src, port, flags, now);
-        self.stats.nat_expired = self.nat.expired_total();
+    fn map_out(&mut self, view: &View, port: u16, seen: Seen, now: Instant) -> Result<u16, DropReason> {
+        let r = self.nat.outbound(view.src, port, seen, now);
+        self.nat.copy_counters(&mut self.stats);
         let (ext, created) = r?;
         self.stats.nat_created += u64::from(created);
         Ok(ext)
@@ -223,6 +225,11 @@ impl Pipeline {
         self.stats.icmp_errors_out += 1;
         Ok(())
     }
+}
+
+/// The UDP payload of a whole packet (empty if the lengths disagree), for DNS tracking.
+fn udp_payload<'a>(buf: &'a [u8], view: &View) -> &'a [u8] {
+    buf.get(view.l4_off + 8..view.len).unwrap_or_default()
 }
 
 /// Replace the source or destination address and fix the IPv4 header checksum and the
