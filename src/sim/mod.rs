@@ -35,6 +35,8 @@ mod tests;
 pub(crate) const LOCAL_V4: Ipv4Addr = Ipv4Addr::new(100, 86, 0, 2);
 /// A destination on the far side of the exit (TEST-NET-2, never routed).
 pub(crate) const REMOTE_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+/// A host on the far side that never answers (a dead nameserver, say).
+pub(crate) const DEAD_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
 /// The client as the exit sees it (the stand-in for its sender tag).
 const CLIENT_PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40000);
 
@@ -117,7 +119,8 @@ pub(crate) struct Sim {
     pub(crate) down: Wire,
     /// A dead exit: every message to it is lost and it sends nothing.
     pub(crate) exit_silent: bool,
-    /// The internet answers UDP datagrams (ports swapped, payload echoed) when set.
+    /// The internet answers UDP datagrams (ports swapped, payload echoed, a DNS query as an
+    /// answer) when set; [`DEAD_V4`] never answers.
     pub(crate) echo: bool,
     /// Packets the pipeline wrote into the client's TUN, in order.
     pub(crate) to_app: Vec<Vec<u8>>,
@@ -341,11 +344,18 @@ pub(crate) fn parse_udp4(pkt: &[u8]) -> Option<(Ipv4Addr, u16, Ipv4Addr, u16, Ve
     Some((h.source_addr(), udp.source_port(), h.destination_addr(), udp.destination_port(), udp.payload().to_vec()))
 }
 
-/// The internet's answer: a UDP datagram's payload back to its sender, and an ICMP echo reply
-/// to an echo request (as the exit's own kernel answers the keepalive to 10.0.0.1 behind a
-/// local exit).
+/// The internet's answer: a UDP datagram's payload back to its sender (a DNS query to port 53
+/// comes back as an answer without records: its own bytes with QR set, RFC 1035 §4.1.1), and an
+/// ICMP echo reply to an echo request (as the exit's own kernel answers the keepalive to
+/// 10.0.0.1 behind a local exit). Nothing from [`DEAD_V4`].
 fn answer(pkt: &[u8]) -> Option<Vec<u8>> {
-    if let Some((src, sport, dst, dport, payload)) = parse_udp4(pkt) {
+    if let Some((src, sport, dst, dport, mut payload)) = parse_udp4(pkt) {
+        if dst == DEAD_V4 {
+            return None;
+        }
+        if dport == 53 && payload.len() >= 12 {
+            payload[2] |= 0x80;
+        }
         return Some(udp4(dst, dport, src, sport, &payload));
     }
     let p = SlicedPacket::from_ip(pkt).ok()?;

@@ -277,3 +277,54 @@ fn close_says_goodbye_and_the_exit_frees_the_addresses() {
     assert!(!s.events.iter().any(|(_, e)| matches!(e, LinkEvent::Up(_))) || s.link.state() == LinkState::Closed);
     assert_eq!(s.link.state(), LinkState::Closed, "no new session after a close");
 }
+
+/// A DNS query for example.com (A) from the host's `port`, with transaction id `id`.
+fn lookup(port: u16, id: u16, resolver: Ipv4Addr) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD, one question
+    q.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+    udp4(LOCAL_V4, port, resolver, 53, &q)
+}
+
+#[test]
+fn a_dns_flood_from_fresh_ports_leaves_room_for_the_next_lookup() {
+    let mut s = sim(ExitConfig::default());
+    connected(&mut s);
+    // A two-way flow of the host's, which the flood must not push out.
+    s.app_send(&datagram(b"before"));
+    s.run_for(S);
+    let port = external_port(&s);
+    // 20,000 lookups in one minute, each from a fresh port as glibc does (a socket per
+    // lookup): 9 in 10 to a dead resolver, never answered, the rest answered.
+    let mut peak = 0;
+    for i in 0..20_000u16 {
+        let resolver = if i % 10 == 0 { REMOTE_V4 } else { DEAD_V4 };
+        s.app_send(&lookup(10_000 + i, i, resolver));
+        s.run_for(3 * MS);
+        peak = peak.max(s.pipe.nat_entries().1);
+    }
+    s.run_for(S);
+    let answered = s.to_app.iter().filter_map(|p| parse_udp4(p)).filter(|(.., dport, _)| *dport >= 10_000).count();
+    assert_eq!(answered, 2000, "every answer the resolver sent was translated back");
+    // 300 unanswered lookups a second for 30 s would be 9000 mappings: the host holds half the
+    // table at most and recycles its own unanswered ones, never the two-way flow.
+    assert!(peak <= 8192, "the host's share: {peak}");
+
+    // The next lookup gets a mapping and its answer.
+    s.to_app.clear();
+    s.app_send(&lookup(40_000, 0xbeef, REMOTE_V4));
+    s.run_for(S);
+    let got: Vec<_> = s.to_app.iter().filter_map(|p| parse_udp4(p)).collect();
+    assert!(matches!(&got[..], [(REMOTE_V4, 53, LOCAL_V4, 40_000, a)] if a[..3] == [0xbe, 0xef, 0x81]), "{got:?}");
+    s.to_app.clear();
+    s.app_send(&datagram(b"after"));
+    s.run_for(S);
+    assert_eq!(echoes(&s), vec![b"after".to_vec()]);
+    assert_eq!(external_port(&s), port, "the two-way flow kept its mapping");
+    assert_eq!(s.pipe.stats().dropped(), 0, "no flow refused, no answer without a mapping");
+
+    // 30 s after the flood, its mappings are gone: answered ones 2 s after their answer,
+    // unanswered ones 30 s after their query.
+    s.run_for(30 * S);
+    assert_eq!(s.pipe.nat_entries().1, 1, "only the two-way flow");
+}
