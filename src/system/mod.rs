@@ -4,6 +4,9 @@
 //! Nothing here knows about packets. Every change goes through [`host::Host`], which records
 //! how to undo it before making it ([`journal`]), so `smolmix-vpn down` can restore the host
 //! after a crash and `up` can start clean.
+//!
+//! [`lan`] reads the host's connected networks (its container/VM bridges and the LAN) that
+//! the full tunnel leaves reachable; it changes nothing.
 
 pub mod dns;
 pub mod dns_check;
@@ -12,6 +15,7 @@ pub mod files;
 pub mod firewall;
 pub mod host;
 pub mod journal;
+pub mod lan;
 pub mod lock;
 pub mod mark;
 pub mod netns;
