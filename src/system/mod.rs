@@ -6,7 +6,8 @@
 //! after a crash and `up` can start clean.
 //!
 //! [`lan`] reads the host's connected networks (its container/VM bridges and the LAN) that
-//! the full tunnel leaves reachable; it changes nothing.
+//! the full tunnel leaves reachable, and [`netwatch`] tells when links, addresses or routes
+//! changed, so that view is recomputed; neither changes the host.
 
 pub mod dns;
 pub mod dns_check;
@@ -19,6 +20,7 @@ pub mod lan;
 pub mod lock;
 pub mod mark;
 pub mod netns;
+pub mod netwatch;
 pub mod notify;
 pub mod pty;
 pub mod resolv_conf;
