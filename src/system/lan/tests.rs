@@ -292,3 +292,31 @@ fn each_class_is_capped_and_the_excess_counted() {
     assert_eq!((n.internal.nets.len(), n.internal.over_cap), (MAX_NETS, 300 - MAX_NETS));
     assert_eq!(n.internal.nets[0].cidr.to_string(), "10.0.0.0/24", "lowest addresses kept");
 }
+
+/// Root only (skipped otherwise, as profile/tests.rs does): [`read`]'s command lines work on
+/// this iproute2, inside a throwaway namespace (`ip` inherits the thread's namespace).
+#[test]
+fn read_runs_the_commands_in_a_namespace() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create a network namespace");
+        return;
+    }
+    let name = format!("smx-lanr{}", std::process::id());
+    run("ip", &["netns", "add", &name]).unwrap();
+    let result = crate::system::netns::in_netns(&name, || {
+        for cmd in [
+            "link add br0 type bridge",
+            "addr add 172.30.0.1/24 dev br0",
+            "addr add 192.0.2.1/24 dev br0",
+            "link set br0 up",
+        ] {
+            run("ip", &cmd.split(' ').collect::<Vec<_>>()).unwrap();
+        }
+        read("smx0")
+    });
+    let _ = run("ip", &["netns", "del", &name]);
+    let n = result.unwrap().unwrap();
+    assert_eq!(n.internal.nets, nets(&[("br0", "172.30.0.0/24")]));
+    assert_eq!(n.outside, nets(&[("br0", "192.0.2.0/24")]));
+    assert_eq!(n.lan, Nets::default());
+}
