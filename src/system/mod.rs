@@ -4,6 +4,10 @@
 //! Nothing here knows about packets. Every change goes through [`host::Host`], which records
 //! how to undo it before making it ([`journal`]), so `smolmix-vpn down` can restore the host
 //! after a crash and `up` can start clean.
+//!
+//! [`lan`] reads the host's connected networks (its container/VM bridges and the LAN) that
+//! the full tunnel leaves reachable, and [`netwatch`] tells when links, addresses or routes
+//! changed, so that view is recomputed; neither changes the host.
 
 pub mod dns;
 pub mod dns_check;
@@ -12,9 +16,11 @@ pub mod files;
 pub mod firewall;
 pub mod host;
 pub mod journal;
+pub mod lan;
 pub mod lock;
 pub mod mark;
 pub mod netns;
+pub mod netwatch;
 pub mod notify;
 pub mod pty;
 pub mod resolv_conf;

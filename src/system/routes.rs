@@ -82,6 +82,10 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         Cidr::new(ip, self.len).is_some_and(|c| c.addr == self.addr)
     }
+    /// Is all of `other` inside this prefix (same family, no shorter, same leading bits)?
+    pub fn covers(&self, other: &Cidr) -> bool {
+        self.len <= other.len && self.contains(other.addr)
+    }
     /// `-4` or `-6`, the family flag of iproute2.
     pub fn family_flag(&self) -> &'static str {
         if self.is_ipv6() {
@@ -212,6 +216,17 @@ mod tests {
         assert!(!c.contains("::ffff:192.0.2.1".parse().unwrap()));
         assert!(Cidr::ANY_V6.contains("2001:db8::1".parse().unwrap()));
         assert!(!Cidr::ANY_V6.contains("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn covers_whole_prefixes_only() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        assert!(c("10.0.0.0/8").covers(&c("10.1.2.0/24")));
+        assert!(c("10.0.0.0/8").covers(&c("10.0.0.0/8")));
+        assert!(!c("10.0.0.0/8").covers(&c("10.0.0.0/7")), "starts inside, ends outside");
+        assert!(!c("10.0.0.0/8").covers(&c("11.0.0.0/24")));
+        assert!(!c("fc00::/7").covers(&c("fe80::/64")));
+        assert!(!Cidr::ANY_V4.covers(&c("::/128")), "families never cover each other");
     }
 
     #[test]
