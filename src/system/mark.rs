@@ -11,6 +11,8 @@
 //!  table inet smolmix_mark
 //!   prerouting (mangle):  ct mark 0x736d  meta mark set ct mark   replies carry it too
 //!   output (mangle):      meta mark 0x736d  ct mark set meta mark  remember it per connection
+//!   guard (raw):          iifname != <tun> daddr <the TUN's addresses>
+//!                         fib saddr type != local               drop
 //!  sysctl net.ipv4.conf.all.src_valid_mark = 1
 //! ```
 //!
@@ -25,6 +27,16 @@
 //! TUN, so the replies would be dropped. Restoring the connection's mark before routing and
 //! letting the check use it (`src_valid_mark`) is what wg-quick does for the same reason. The
 //! sysctl is journalled with its old value, like every other change.
+//!
+//! Why the guard: the TUN's addresses are fixed and publicly known (`100.86.0.2`,
+//! `fd6d:6978::2`), and Linux answers for a local address on any interface. Someone on the
+//! LAN could send to them through the physical link and learn, from the answers, which
+//! connections run inside the tunnel (CVE-2019-14899, docs/reliability.md §1.7). Packets for
+//! those addresses are only ever legitimate from the TUN or from the host itself; wg-quick
+//! drops the rest in the same place. The table exists in full and split mode alike, as the TUN
+//! does; per-app mode's TUN lives in a namespace with nothing else in it.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::routes::TABLE;
 
@@ -38,14 +50,19 @@ pub const NFT_TABLE: &str = "smolmix_mark";
 /// The one sysctl we change, and only from 0 to 1.
 pub const SRC_VALID_MARK: &str = "net.ipv4.conf.all.src_valid_mark";
 
-/// The `nft -f` script that creates [`NFT_TABLE`].
-pub fn script() -> String {
+/// The `nft -f` script that creates [`NFT_TABLE`] for the TUN `tun` with the addresses `v4`
+/// and `v6`.
+pub fn script(tun: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> String {
+    let tun: String = tun.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
     format!(
         "table inet {NFT_TABLE} {{\n\
          \tchain restore {{\n\t\ttype filter hook prerouting priority mangle; policy accept;\n\
          \t\tct mark {FWMARK:#x} meta mark set ct mark\n\t}}\n\
          \tchain save {{\n\t\ttype filter hook output priority mangle; policy accept;\n\
          \t\tmeta mark {FWMARK:#x} ct mark set meta mark\n\t}}\n\
+         \tchain guard {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n\
+         \t\tiifname != \"{tun}\" ip daddr {v4} fib saddr type != local counter drop\n\
+         \t\tiifname != \"{tun}\" ip6 daddr {v6} fib saddr type != local counter drop\n\t}}\n\
          }}\n"
     )
 }
@@ -66,8 +83,10 @@ mod tests {
 
     #[test]
     fn the_table_restores_and_saves_exactly_our_mark() {
-        let s = script();
+        let s = script("smx0", "100.86.0.2".parse().unwrap(), "fd6d:6978::2".parse().unwrap());
         assert!(s.contains("ct mark 0x736d meta mark set ct mark"), "{s}");
+        assert!(s.contains("iifname != \"smx0\" ip daddr 100.86.0.2 fib saddr type != local counter drop"), "{s}");
+        assert!(s.contains("iifname != \"smx0\" ip6 daddr fd6d:6978::2 fib saddr type != local counter drop"), "{s}");
         assert!(s.contains("meta mark 0x736d ct mark set meta mark"), "{s}");
         assert!(s.contains("hook prerouting priority mangle") && s.contains("hook output priority mangle"));
         assert_eq!(undo_args().join(" "), "delete table inet smolmix_mark");
