@@ -6,15 +6,15 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::files::{self, BACKUP_NAME};
-use super::firewall::{self, KillSwitch};
+use super::firewall::{self, HostNets, KillSwitch};
 use super::journal::{self, Journal, JournalError, Undo};
 use super::mark::{self, FWMARK, SRC_VALID_MARK};
 use super::routes::{Cidr, RoutePlan, TableEntry, BACKSTOP_METRIC, RULE_PREF_BYPASS, RULE_PREF_TABLE, TABLE};
+use super::tun::{LOCAL_V4, LOCAL_V6};
 
 /// Why a change to the host failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,14 +65,46 @@ pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String, HostErr
 pub struct Host {
     run_dir: PathBuf,
     journal: Journal,
-    /// The kill switch is installed: bypass changes update its exempt sets too.
-    kill_switch: bool,
+    /// What the journal holds, oldest first: so that a change undone while up runs (a throw
+    /// route of a bridge that went away) can leave the journal as well ([`Journal::rewrite`]).
+    recorded: Vec<Undo>,
+    /// The throw routes of the host's own networks in our table now ([`Host::sync_throws`]).
+    throws: Vec<Cidr>,
 }
 
 impl Host {
-    /// Starts recording in `run_dir`. Call [`recover`] first so that we start clean.
+    /// Starts recording in `run_dir`. Call [`recover`] (or use [`Host::take_over`]) first so
+    /// that we start clean.
     pub fn open(run_dir: &Path) -> Result<Host, HostError> {
-        Ok(Host { run_dir: run_dir.to_path_buf(), journal: Journal::open(run_dir)?, kill_switch: false })
+        let journal = Journal::open(run_dir)?;
+        Ok(Host { run_dir: run_dir.to_path_buf(), journal, recorded: Vec::new(), throws: Vec::new() })
+    }
+
+    /// Takes over what an earlier `up` left behind (a crash, a restart by systemd, the
+    /// boot-time lockdown), without opening the host for an instant: `kill_switch`, when given,
+    /// replaces the one in place in a single nft transaction ([`KillSwitch::script`]), and only
+    /// then is the rest of the old journal undone. Without one (split or per-app mode, which
+    /// the user chose) the old journal is simply replayed. Returns the new host and the undo
+    /// failures worth a warning.
+    pub fn take_over(run_dir: &Path, kill_switch: Option<&KillSwitch>) -> Result<(Host, Vec<String>), HostError> {
+        let old = journal::load(run_dir)?;
+        let Some(ks) = kill_switch else {
+            let failures = if old.is_empty() { Vec::new() } else { recover(run_dir) };
+            return Ok((Host::open(run_dir)?, failures));
+        };
+        let mut host = Host::open(run_dir)?;
+        let ks_undo = Undo::Nft { args: firewall::undo_args() };
+        if !old.contains(&ks_undo) {
+            host.journal.record(&ks_undo)?;
+        }
+        host.nft_script(&ks.script())?;
+        let (failures, kept) = replay(&old, |u| *u == ks_undo);
+        // What is left: our kill switch, and what could not be undone yet (for `down`).
+        let mut now = vec![ks_undo];
+        now.extend(kept);
+        host.journal.rewrite(run_dir, &now)?;
+        host.recorded = now;
+        Ok((host, failures))
     }
 
     /// The directory holding the journal.
@@ -80,18 +112,24 @@ impl Host {
         &self.run_dir
     }
 
+    fn record_undo(&mut self, undo: Undo) -> Result<(), HostError> {
+        self.journal.record(&undo)?;
+        self.recorded.push(undo);
+        Ok(())
+    }
+
     /// Records `undo`, then runs `ip args`.
     pub fn ip(&mut self, args: &[String], undo: &[String]) -> Result<(), HostError> {
-        self.journal.record(&Undo::Ip { args: undo.to_vec() })?;
+        self.record_undo(Undo::Ip { args: undo.to_vec() })?;
         run("ip", args).map(drop)
     }
 
     /// Records an arbitrary undo step before a change made elsewhere (e.g. by tun-rs).
     pub fn record(&mut self, undo: Undo) -> Result<(), HostError> {
-        Ok(self.journal.record(&undo)?)
+        self.record_undo(undo)
     }
 
-    /// Installs `plan` for the interface `dev`: our table, its rules and the bypass rules.
+    /// Installs `plan` for the interface `dev`: our table, its rules and the transport's mark.
     pub fn install_routes(&mut self, dev: &str, plan: &RoutePlan) -> Result<(), HostError> {
         let table = TABLE.to_string();
         // Backstops first: an `unreachable` twin of every tunnelled prefix at a worse metric.
@@ -132,7 +170,7 @@ impl Host {
             undo[2] = "del".into();
             self.ip(&spec, &undo)?;
         }
-        self.install_transport_mark(plan.has_v4(), plan.has_v6())?;
+        self.install_transport_mark(dev, plan.has_v4(), plan.has_v6())?;
         let pref = RULE_PREF_TABLE.to_string();
         for (flag, wanted) in [("-4", plan.has_v4()), ("-6", plan.has_v6())] {
             if wanted {
@@ -143,17 +181,18 @@ impl Host {
         Ok(())
     }
 
-    /// The transport's packets (marked [`FWMARK`]) keep the physical link: the mark table, the
-    /// reverse-path sysctl, then `fwmark … lookup main` ahead of our table ([`mark`]).
-    fn install_transport_mark(&mut self, v4: bool, v6: bool) -> Result<(), HostError> {
+    /// The transport's packets (marked [`FWMARK`]) keep the physical link: the mark table
+    /// (with the guard of the TUN's addresses), the reverse-path sysctl, then
+    /// `fwmark … lookup main` ahead of our table ([`mark`]).
+    fn install_transport_mark(&mut self, dev: &str, v4: bool, v6: bool) -> Result<(), HostError> {
         let _ = run("nft", &mark::undo_args());
-        self.journal.record(&Undo::Nft { args: mark::undo_args() })?;
-        self.nft_script(&mark::script())?;
+        self.record_undo(Undo::Nft { args: mark::undo_args() })?;
+        self.nft_script(&mark::script(dev, LOCAL_V4, LOCAL_V6))?;
         let path = mark::sysctl_path(SRC_VALID_MARK);
         let spawn = |source| HostError::Spawn { cmd: format!("sysctl {SRC_VALID_MARK}"), source };
         let old = fs::read_to_string(&path).map_err(spawn)?.trim().to_string();
         if old != "1" {
-            self.journal.record(&Undo::Sysctl { key: SRC_VALID_MARK.into(), value: old })?;
+            self.record_undo(Undo::Sysctl { key: SRC_VALID_MARK.into(), value: old })?;
             fs::write(&path, "1").map_err(spawn)?;
         }
         let (mark, pref) = (format!("{FWMARK:#x}"), RULE_PREF_BYPASS.to_string());
@@ -166,46 +205,45 @@ impl Host {
         Ok(())
     }
 
-    /// `to <addr> lookup main`, ahead of our table: only the directory's addresses, while a new
-    /// mixnet client is built (its HTTP client's sockets are the SDK's, unmarked).
-    fn add_bypass(&mut self, addr: IpAddr) -> Result<(), HostError> {
-        let rule = bypass_rule(addr, "add");
-        self.ip(&rule, &del_rule(&rule))
-    }
-
-    /// Replaces the destination exemptions for `old` addresses by ones for `new` addresses.
-    /// New rules go in first so nothing we need is routed into the tunnel in between. With the
-    /// kill switch installed its exempt sets follow, in the same order.
-    pub fn sync_bypass(&mut self, old: &[IpAddr], new: &[IpAddr]) -> Result<(), HostError> {
-        for a in new.iter().filter(|a| !old.contains(a)) {
-            if self.kill_switch {
-                self.nft_script(&firewall::set_elements("add", *a))?;
-            }
-            self.add_bypass(*a)?;
+    /// Makes our table's `throw` routes for the host's own networks (lan.rs: its container
+    /// bridges always, the LAN with `--allow-lan`) exactly `want`: new ones are added
+    /// (journalled first), gone ones deleted and their journal lines dropped. Call after
+    /// [`Host::install_routes`], and again whenever the host's networks change.
+    pub fn sync_throws(&mut self, want: &[Cidr]) -> Result<(), HostError> {
+        let table = TABLE.to_string();
+        let spec =
+            |c: &Cidr, verb: &str| strings(&[c.family_flag(), "route", verb, "throw", &c.to_string(), "table", &table]);
+        for c in want.iter().filter(|c| !self.throws.contains(c)).copied().collect::<Vec<_>>() {
+            self.ip(&spec(&c, "add"), &spec(&c, "del"))?;
+            self.throws.push(c);
         }
-        for a in old.iter().filter(|a| !new.contains(a)) {
-            // Its undo stays in the journal; undoing a rule already gone is harmless.
-            if let Err(e) = run("ip", &bypass_rule(*a, "del")) {
-                tracing::debug!(%e, "old bypass rule");
-            }
-            if self.kill_switch {
-                // The table's deletion undoes it anyway; a failure only keeps a door we use.
-                if let Err(e) = self.nft_script(&firewall::set_elements("delete", *a)) {
-                    tracing::debug!(%e, "old kill-switch exemption");
-                }
-            }
+        let gone: Vec<Cidr> = self.throws.iter().filter(|c| !want.contains(c)).copied().collect();
+        if gone.is_empty() {
+            return Ok(());
         }
+        for c in &gone {
+            // Already gone (the kernel removed it with its device) is as good as deleted.
+            if let Err(e) = run("ip", &spec(c, "del")) {
+                tracing::debug!(%e, "old throw route");
+            }
+            let undo = Undo::Ip { args: spec(c, "del") };
+            self.recorded.retain(|u| *u != undo);
+        }
+        self.throws.retain(|c| want.contains(c));
+        self.journal.rewrite(&self.run_dir, &self.recorded)?;
         Ok(())
     }
 
-    /// Installs the kill switch ([`firewall`]): journalled first, created atomically.
+    /// Installs the kill switch ([`firewall`]): journalled first, then created (or an old one
+    /// replaced) in one nft transaction.
     pub fn install_kill_switch(&mut self, ks: &KillSwitch) -> Result<(), HostError> {
-        // A table left by a run whose journal was lost would make `add table` merge into it.
-        let _ = run("nft", &firewall::undo_args());
-        self.journal.record(&Undo::Nft { args: firewall::undo_args() })?;
-        self.nft_script(&ks.script())?;
-        self.kill_switch = true;
-        Ok(())
+        self.record_undo(Undo::Nft { args: firewall::undo_args() })?;
+        self.nft_script(&ks.script())
+    }
+
+    /// Points the kill switch's sets at the host's networks as they are now.
+    pub fn update_kill_switch(&mut self, nets: &HostNets) -> Result<(), HostError> {
+        self.nft_script(&firewall::nets_script(nets))
     }
 
     /// Runs `nft -f` on `script`, staged in the run dir (root-only, see lock.rs).
@@ -226,12 +264,6 @@ impl Host {
     }
 }
 
-fn bypass_rule(addr: IpAddr, verb: &str) -> Vec<String> {
-    let c = Cidr::host(addr);
-    let pref = RULE_PREF_BYPASS.to_string();
-    strings(&[c.family_flag(), "rule", verb, "to", &c.to_string(), "lookup", "main", "pref", &pref])
-}
-
 fn strings(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
@@ -249,9 +281,21 @@ pub fn recover(run_dir: &Path) -> Vec<String> {
         Ok(u) => u,
         Err(e) => return vec![e.to_string()],
     };
+    let (mut failures, kept) = replay(&undos, |_| false);
+    // A failed undo stays for the next `down` (a busy file, a resolver that was not up yet):
+    // forgetting it would leave the host changed with nothing left that knows how to fix it.
+    if let Err(e) = journal::replace(run_dir, &kept) {
+        failures.push(format!("cannot rewrite the journal: {e}"));
+    }
+    failures
+}
+
+/// Undoes `undos` newest first, but for those `keep` selects. Returns the failures that matter
+/// and the undos still to do (oldest first): the failed ones.
+fn replay(undos: &[Undo], keep: impl Fn(&Undo) -> bool) -> (Vec<String>, Vec<Undo>) {
     let mut failures = Vec::new();
     let mut kept = Vec::new();
-    for undo in undos.iter().rev() {
+    for undo in undos.iter().rev().filter(|u| !keep(u)) {
         if let Err(why) = own_shape(undo) {
             // Root replays this file: a line we would never have written is not run, and not
             // kept either (the next `down` would refuse it again).
@@ -267,13 +311,8 @@ pub fn recover(run_dir: &Path) -> Vec<String> {
             }
         }
     }
-    // A failed undo stays for the next `down` (a busy file, a resolver that was not up yet):
-    // forgetting it would leave the host changed with nothing left that knows how to fix it.
     kept.reverse();
-    if let Err(e) = journal::replace(run_dir, &kept) {
-        failures.push(format!("cannot rewrite the journal: {e}"));
-    }
-    failures
+    (failures, kept)
 }
 
 fn apply(undo: &Undo) -> Result<(), String> {

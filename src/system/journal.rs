@@ -136,6 +136,17 @@ impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Makes the journal hold exactly `undos` (oldest first), atomically ([`replace`]), and
+    /// keeps appending to the new file: for changes undone while up runs (a throw route of a
+    /// bridge that went away), so a long run's journal does not grow with every change.
+    pub fn rewrite(&mut self, run_dir: &Path, undos: &[Undo]) -> Result<(), JournalError> {
+        let wrap = |source| JournalError::Write { path: self.path.clone(), source };
+        replace(run_dir, undos).map_err(wrap)?;
+        // The old handle points at the replaced (or removed) inode.
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path).map_err(wrap)?;
+        Ok(())
+    }
 }
 
 /// Reads the undo steps of a journal, oldest first. A missing journal is an empty one. A torn
@@ -176,7 +187,9 @@ pub fn replace(run_dir: &Path, undos: &[Undo]) -> io::Result<()> {
         file.write_all(&line)?;
     }
     file.sync_all()?;
-    fs::rename(&tmp, Journal::path_in(run_dir))
+    fs::rename(&tmp, Journal::path_in(run_dir))?;
+    // The rename itself must reach the disk too, or a crash could bring the old journal back.
+    File::open(run_dir)?.sync_all()
 }
 
 /// Removes the journal once everything in it has been undone.
