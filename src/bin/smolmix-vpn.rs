@@ -33,6 +33,10 @@ fn main() -> ExitCode {
             let up = matches.subcommand_matches("up").expect("the `up` subcommand was parsed");
             cmd_up(args, up, &cli.profile_dir, &cli.run_dir, &cli.state_dir)
         }
+        Command::Block(args) => {
+            let block = matches.subcommand_matches("block").expect("the `block` subcommand was parsed");
+            cmd_block(args, block, &cli.profile_dir, &cli.run_dir, &cli.state_dir)
+        }
         Command::Down { stale } => cmd_down(&cli.run_dir, &cli.state_dir, stale),
         Command::Status { json } => cmd_status(&cli.run_dir, json),
         Command::Exits { json, directory } => cmd_exits(json, directory),
@@ -80,11 +84,10 @@ fn cmd_up(args: UpArgs, matches: &ArgMatches, profile_dir: &Path, run_dir: &Path
         Some(pid) => anyhow::anyhow!("smolmix-vpn is already running (pid {pid}); run `smolmix-vpn down` first"),
         None => e.into(),
     })?;
+    // What an earlier run left (a crash, a restart, the boot-time lockdown) is taken over by
+    // `up` itself, without opening the host for an instant (driver/guard.rs).
     if journal::load(run_dir).map(|u| !u.is_empty()).unwrap_or(false) {
-        eprintln!("smolmix-vpn: an earlier run did not stop cleanly; undoing its changes first");
-        for f in host::recover(run_dir) {
-            eprintln!("smolmix-vpn: warning: cleanup: {f}");
-        }
+        eprintln!("smolmix-vpn: an earlier run did not stop cleanly; taking over from it");
     }
     lock::prepare(state_dir)?;
     match recover_state(state_dir) {
@@ -92,7 +95,24 @@ fn cmd_up(args: UpArgs, matches: &ArgMatches, profile_dir: &Path, run_dir: &Path
         Ok(false) => {}
         Err(e) => eprintln!("smolmix-vpn: warning: cleanup: {e}"),
     }
-    let cfg = UpConfig {
+    let cfg = up_config(&args, run_dir, state_dir);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        };
+        driver::up(cfg, shutdown, move |r| show(r, notifier.as_ref())).await.context("smolmix-vpn up")
+    })
+}
+
+/// What `up` (and `block`) act on, from the checked options.
+fn up_config(args: &UpArgs, run_dir: &Path, state_dir: &Path) -> UpConfig {
+    UpConfig {
         ipr: args.ipr.clone(),
         transport: args.open_options(),
         tun: args.tun.clone(),
@@ -106,19 +126,35 @@ fn cmd_up(args: UpArgs, matches: &ArgMatches, profile_dir: &Path, run_dir: &Path
         dns: args.effective_dns(),
         dns_check_name: args.dns_check_name.clone(),
         netns: args.netns.clone(),
+    }
+}
+
+/// `block`: the kill switch `up` with these options would put in place before connecting, and
+/// nothing else; for boot, before the network is up (dist/smolmix-vpn-lockdown@.service).
+fn cmd_block(args: UpArgs, matches: &ArgMatches, profile_dir: &Path, run_dir: &Path, state_dir: &Path) -> Result<()> {
+    let args = profile::resolve(args, matches, profile_dir)?;
+    args.validate()?;
+    if !system::has_net_admin() {
+        bail!("`smolmix-vpn block` installs a firewall and needs root (or CAP_NET_ADMIN): run it with sudo");
+    }
+    let cfg = up_config(&args, run_dir, state_dir);
+    if !cfg.full_tunnel() {
+        bail!("nothing to block: with --route or --netns the tunnel never closes the host (only the full tunnel has a kill switch)");
+    }
+    lock::prepare(run_dir)?;
+    let _instance = match lock::InstanceLock::acquire(run_dir) {
+        Ok(l) => l,
+        Err(lock::RunDirError::Running { .. }) => {
+            println!("a tunnel is running; it keeps the host closed itself");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-        };
-        driver::up(cfg, shutdown, move |r| show(r, notifier.as_ref())).await.context("smolmix-vpn up")
-    })
+    for f in driver::block(&cfg).context("smolmix-vpn block")? {
+        eprintln!("smolmix-vpn: warning: undoing what an earlier run left: {f}");
+    }
+    println!("blocked: nothing leaves the host but through the tunnel (not up yet); `smolmix-vpn up` connects, `smolmix-vpn down` opens the host");
+    Ok(())
 }
 
 /// Where each report of `up` goes: steps and outcomes to stdout, losses and warnings to
@@ -155,6 +191,12 @@ fn show(r: Report<'_>, notifier: Option<&Notifier>) {
             warn(line);
             if let Some(n) = notifier {
                 n.status(&format!("reconnecting: {line}"));
+            }
+        }
+        Report::Retrying(line) => {
+            warn(line);
+            if let Some(n) = notifier {
+                n.status(&format!("connecting: {line}"));
             }
         }
         Report::Warning(line) => warn(line),
@@ -236,6 +278,17 @@ fn cmd_down(run_dir: &Path, state_dir: &Path, stale: bool) -> Result<()> {
             println!("a tunnel is running (pid {pid}); left alone (--stale)");
             return Ok(());
         }
+        if let Some(why) = stale.then(service_did_not_stop_cleanly).flatten() {
+            if journal::load(run_dir).is_ok_and(|u| !u.is_empty()) {
+                // The crash path of the unit: a deliberate stop ends with `success`; anything
+                // else must not open the host (Restart= brings `up` back, and it takes over).
+                println!(
+                    "the service ended by {why}, not by a stop: the host is kept closed (blocked); \
+                     a restart takes over, `smolmix-vpn down` opens it"
+                );
+                return Ok(());
+            }
+        }
         if let Some(pid) = lock::holder(run_dir) {
             // A live `up` undoes its own changes on SIGTERM; give it time to say goodbye to the exit.
             let raw = i32::try_from(pid).context("bad pid in the lock file")?;
@@ -277,6 +330,20 @@ fn cmd_down(run_dir: &Path, state_dir: &Path, stale: bool) -> Result<()> {
     Ok(())
 }
 
+/// When systemd runs us as a unit's ExecStopPost it says how the service ended
+/// (systemd.exec(5), "Environment variables in spawned processes": `SERVICE_RESULT`,
+/// `EXIT_CODE`, `EXIT_STATUS`). `None`: a clean end (`success`) or not run by systemd;
+/// otherwise how it ended, for the message.
+fn service_did_not_stop_cleanly() -> Option<String> {
+    let result = std::env::var("SERVICE_RESULT").ok()?;
+    if result == "success" {
+        return None;
+    }
+    let code = std::env::var("EXIT_CODE").unwrap_or_default();
+    let status = std::env::var("EXIT_STATUS").unwrap_or_default();
+    Some(if code.is_empty() { result } else { format!("{result} ({code} {status})") })
+}
+
 /// The host's resolver file, whose backup may outlive the run dir.
 fn resolv_conf() -> std::path::PathBuf {
     system::dns::DnsPaths::default().resolv_conf
@@ -302,10 +369,14 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
         }
     }
     let st = status::read(run_dir);
+    // No status file, no `up`, but a journal: the boot-time lockdown (`block`), or an `up` that
+    // died before its first status: the host is closed.
+    let blocked = st.is_none() && !lock::held(run_dir) && journal::load(run_dir).is_ok_and(|u| !u.is_empty());
     if json {
         let v = match &st {
             Some(s) => serde_json::to_value(s)?,
             None if lock::held(run_dir) => serde_json::json!({ "state": "connecting" }),
+            None if blocked => serde_json::json!({ "state": "blocked" }),
             None => serde_json::json!({ "state": "disconnected" }),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
@@ -314,11 +385,19 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
     match st {
         // `up` is alive but has not written a status yet: it is still connecting.
         None if lock::held(run_dir) => writeln!(out, "state: connecting")?,
+        None if blocked => {
+            writeln!(out, "state:     blocked")?;
+            writeln!(out, "           nothing leaves the host but through the tunnel, which is not up: `sudo smolmix-vpn up` connects, `sudo smolmix-vpn down` opens the host")?;
+        }
         None => writeln!(out, "state: disconnected")?,
         Some(s) => {
             writeln!(out, "state:     {}", s.state)?;
             if s.state == State::Blocked {
                 writeln!(out, "           nothing leaves the host but through the tunnel, which is gone: `sudo smolmix-vpn down` restores it")?;
+            }
+            if s.state == State::Connecting && s.netns.is_none() && journal::load(run_dir).is_ok_and(|u| !u.is_empty())
+            {
+                writeln!(out, "           blocked until connected: nothing leaves the host but through the tunnel; `sudo smolmix-vpn down` opens it")?;
             }
             // While (re)connecting, what it is waiting for; the last connect's steps otherwise
             // are in --json.

@@ -72,11 +72,17 @@ pub struct Cli {
 pub enum Command {
     /// Bring the tunnel up and stay in the foreground; SIGINT/SIGTERM undo every change.
     Up(UpArgs),
+    /// Close the host as `up` would before it connects (the full tunnel's kill switch), then
+    /// exit: nothing leaves but through the tunnel until `up` takes over or `down` opens it.
+    /// For boot, before the network comes up (smolmix-vpn-lockdown@.service).
+    Block(UpArgs),
     /// Undo everything a previous `up` changed, also after a crash. Idempotent.
     Down {
-        /// Only undo what an `up` that is no longer running left behind, and leave a running
-        /// one alone: for the systemd unit's ExecStopPost, which also runs when a second
-        /// instance failed at the lock and must not stop the first one's tunnel.
+        /// For the systemd unit's ExecStopPost: leave a running `up` alone (a second instance
+        /// that failed at the lock must not stop the first one's tunnel), and after an `up`
+        /// that did not end by a deliberate stop (systemd's SERVICE_RESULT other than
+        /// `success`: a crash, a kill, an error) keep the host closed; undo only after a
+        /// clean end.
         #[arg(long)]
         stale: bool,
     },

@@ -9,39 +9,46 @@
 //! adds no latency to an idle link.
 //!
 //! ```text
-//!   connect ──▶ TUN + routes + DNS ──▶ loop { TUN → pipeline → link → transport
-//!                                       transport → link → pipeline → TUN
-//!                                       timers: keepalive, dead exit → reconnect, expiry, status }
+//!   lockdown (full tunnel: the kill switch, before any packet to the directory or a gateway)
+//!   ──▶ connect, retried with backoff while it fails ──▶ TUN + routes + DNS
+//!   ──▶ loop { TUN → pipeline → link → transport
+//!              transport → link → pipeline → TUN
+//!              timers: keepalive, dead exit → reconnect, expiry, status }
 //!   (per-app: namespace ──▶ TUN moved into it; host routes and DNS untouched)
 //!   SIGINT/SIGTERM ──▶ Disconnect to the exit ──▶ journal rolled back ──▶ exit 0
 //! ```
 //!
-//! Losing the exit or the transport never opens the host: the TUN, routes and DNS stay, so
-//! packets are dropped, not sent around the tunnel, while a new session (or, when the mixnet
-//! client itself stopped, a new transport) is set up with the link's backoff between attempts
-//! ([`crate::link::Backoff`]). An error nothing can repair (the TUN gone) ends `up` with every
-//! host change kept, as a crash would: only a stop opens the host ([`DriverError::FailedClosed`]).
+//! Nothing opens the host but a stop (`guard.rs`). While the first connect fails (the
+//! directory, the gateway or the exit away) `up` says that the host is blocked and tries again
+//! with the link's backoff; only an error no retry can mend (a pinned exit that is too old, no
+//! right to mark sockets) ends it, with the host kept closed in full-tunnel mode. Losing the
+//! exit or the transport later keeps the TUN, routes and DNS, so packets are dropped, not sent
+//! around the tunnel, while a new session (or, when the mixnet client itself stopped, a new
+//! transport) is set up ([`crate::link::Backoff`]). An error nothing can repair (the TUN gone)
+//! ends `up` with every host change kept, as a crash would ([`DriverError::FailedClosed`]).
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::ipr::Allocation;
-use crate::link::{self, ConnectError, Link, MAX_MESSAGE};
+use crate::link::{self, Backoff, ConnectError, Link, MAX_MESSAGE};
 use crate::pipeline::{self, Pipeline};
 use crate::system::dns::DnsError;
-use crate::system::host::{Host, HostError};
+use crate::system::host::HostError;
 use crate::system::netns::NetnsError;
 use crate::system::routes::Cidr;
 use crate::system::status::{self, State};
 use crate::system::tun::{TunError, LOCAL_V4, LOCAL_V6};
 use crate::transport::{self, IprAddr, OpenError, OpenOptions, Opened, Progress};
 
+mod guard;
 mod report;
 mod running;
 mod setup;
+use guard::{HostGuard, Outcome};
 pub use report::Report;
 use report::Reporter;
 use running::{Running, MAX_PACKET};
@@ -79,6 +86,12 @@ pub struct UpConfig {
 }
 
 impl UpConfig {
+    /// The full tunnel: the host's default routes go into the tunnel, and the kill switch
+    /// closes everything else (not split mode with `--route`, not per-app mode).
+    pub fn full_tunnel(&self) -> bool {
+        self.netns.is_none() && self.routes.iter().any(|r| r.prefix_len() == 0)
+    }
+
     /// The host's resolver files, with the backup in the state dir.
     pub fn dns_paths(&self) -> crate::system::dns::DnsPaths {
         crate::system::dns::DnsPaths { backup_dir: self.state_dir.clone(), ..Default::default() }
@@ -142,8 +155,20 @@ struct Reached {
     alloc: Allocation,
 }
 
+impl DriverError {
+    /// Whether another attempt at the first connect cannot help (see
+    /// [`OpenError::is_permanent`]); an exit that did not answer or refused may yet.
+    fn is_permanent(&self) -> bool {
+        match self {
+            DriverError::Open(e) => e.is_permanent(),
+            DriverError::Connect { .. } => false,
+            _ => true,
+        }
+    }
+}
+
 /// Opens the transport and brings the link's first session up: everything `up` needs from the
-/// exit before it touches the host. Each step goes to `progress`.
+/// exit before it sets up the TUN. Each step goes to `progress`.
 async fn reach_exit(cfg: &UpConfig, rx: &mut [u8], progress: &Progress) -> Result<Reached, DriverError> {
     let mut opened = transport::open(cfg.ipr.as_ref(), &open_options(cfg, None, progress)).await?;
     let mut link = link::new_link(&opened.transport, opened.max_version);
@@ -172,10 +197,11 @@ fn open_options(cfg: &UpConfig, gateway: Option<String>, progress: &Progress) ->
     opts
 }
 
-/// Connects to the exit, brings the tunnel up, runs until `shutdown` resolves, and undoes every
-/// host change. `report` gets what a user should see ([`Report`]): each connect step with its
-/// elapsed time, `connected …` once traffic can flow, `dns: ok …` or a warning when the DNS
-/// check ends, losses and reconnects, and the stop.
+/// Closes the host (full tunnel), connects to the exit, brings the tunnel up, runs until
+/// `shutdown` resolves, and undoes every host change. `report` gets what a user should see
+/// ([`Report`]): each connect step with its elapsed time, why a connect failed and that it is
+/// tried again, `connected …` once traffic can flow, `dns: ok …` or a warning when the DNS check
+/// ends, losses and reconnects, and the stop.
 pub async fn up(
     cfg: UpConfig,
     shutdown: impl Future<Output = ()>,
@@ -183,52 +209,54 @@ pub async fn up(
 ) -> Result<(), DriverError> {
     let mut shutdown = pin!(shutdown);
     let mut reporter = Reporter::new(report);
+    let (mut guard, failures) = HostGuard::begin(&cfg)?;
+    for f in failures {
+        reporter.report(Report::Warning(&format!("undoing what an earlier run left: {f}")));
+    }
     write_connecting_status(&cfg, reporter.log());
-    // The directory's addresses, learnt while the host's own DNS still works: should the
-    // transport have to be rebuilt, the directory must be reachable around the dead tunnel.
-    let directory = directory_addrs(&cfg).await;
+    let outcome = tunnel(&cfg, &mut guard, &mut reporter, shutdown.as_mut()).await;
+    guard.finish(&cfg, outcome)
+}
 
-    // 1. Talk to the exit before touching the host: a dead exit must leave nothing behind.
+/// `smolmix-vpn block`: closes the host as `up` would before its first packet (the full
+/// tunnel's kill switch, replacing one already there, the rest of an earlier run undone) and
+/// leaves it so: the journal keeps it for `up` to take over or `down` to undo. Returns the undo
+/// failures of an earlier run worth a warning.
+pub fn block(cfg: &UpConfig) -> Result<Vec<String>, DriverError> {
+    let (_guard, failures) = HostGuard::begin(cfg)?;
+    Ok(failures)
+}
+
+/// Everything between the lockdown and the end: connect, set up the host, run the loop, say
+/// goodbye to the exit. The host is [`HostGuard::finish`]'s business.
+async fn tunnel(
+    cfg: &UpConfig,
+    guard: &mut HostGuard,
+    reporter: &mut Reporter,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Outcome {
     let mut rx = vec![0u8; MAX_MESSAGE];
-    let progress = reporter.progress().clone();
-    let reached = {
-        let mut reach = pin!(reach_exit(&cfg, &mut rx, &progress));
-        loop {
-            tokio::select! {
-                r = &mut reach => break r,
-                () = reporter.next_step() => write_connecting_status(&cfg, reporter.log()),
-                () = &mut shutdown => {
-                    reporter.report(Report::Stopping);
-                    status::remove(&cfg.run_dir);
-                    return Ok(());
-                }
-            }
+    let reached = match connect_blocked(cfg, guard, reporter, &mut rx, shutdown.as_mut()).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            reporter.report(Report::Stopping);
+            return Outcome::Stopped;
         }
-    };
-    reporter.drain();
-    let reached = match reached {
-        Ok(r) => r,
-        Err(e) => {
-            status::remove(&cfg.run_dir);
-            return Err(e);
-        }
+        Err(e) => return Outcome::NeverUp(e),
     };
     let Reached { opened: Opened { mut transport, exit, max_version }, link, alloc } = reached;
     let mtu = cfg.mtu_override.unwrap_or(alloc.tunnel_mtu(cfg.ipv6));
 
-    // 2. Host changes, each journalled before it is made.
-    let mut hostc = Host::open(&cfg.run_dir)?;
-    let result = match &cfg.netns {
-        Some(ns) => setup_netns(&cfg, &mut hostc, ns, mtu),
-        None => setup_host(&cfg, &mut hostc, mtu),
+    // Host changes, each journalled before it is made.
+    let setup = match &cfg.netns {
+        Some(ns) => setup_netns(cfg, &mut guard.host, ns, mtu),
+        None => setup_host(cfg, &mut guard.host, mtu).and_then(|s| Ok(guard.routes_installed(cfg).map(|()| s)?)),
     };
-    let Setup { dev, bypass, dns } = match result {
+    let Setup { dev, dns } = match setup {
         Ok(v) => v,
         Err(e) => {
-            for f in hostc.rollback() {
-                tracing::warn!("cleanup: {f}");
-            }
-            return Err(e);
+            transport.shutdown().await;
+            return Outcome::NeverUp(e);
         }
     };
 
@@ -241,10 +269,9 @@ pub async fn up(
     pipe.set_allocated(alloc.ipv4, cfg.ipv6.then_some(alloc.ipv6));
 
     let mut state = Running {
-        cfg: &cfg,
-        host: &mut hostc,
+        cfg,
+        guard,
         link,
-        bypass,
         dns,
         max_version,
         exit: exit.clone(),
@@ -252,7 +279,6 @@ pub async fn up(
         pipe,
         mtu,
         since: Some(unix_now()),
-        directory,
         path_changes: transport.path_changes(),
         tun_buf: vec![0u8; MAX_PACKET],
         dns_check: None,
@@ -264,7 +290,7 @@ pub async fn up(
         "connected to {exit} (IPR v{}): {}{place} is up, mtu {mtu}, exit-allocated {} {}",
         alloc.version, cfg.tun, alloc.ipv4, alloc.ipv6
     )));
-    state.dns_pending = start_dns_check(&cfg, &transport);
+    state.dns_pending = start_dns_check(cfg, &transport);
     state.write_status(State::Connected, &transport);
 
     let result = loop {
@@ -281,56 +307,74 @@ pub async fn up(
         }
     };
 
-    // 3. Tell the exit (best effort). Only a stop opens the host again: after an error the
-    //    journal stays for `down`, as after a crash.
+    // Tell the exit (best effort), whether the host is opened next or kept closed.
     if result.is_ok() {
         state.reporter.report(Report::Stopping);
     }
     let confirmed = link::disconnect(&mut state.link, &mut transport, &mut rx).await;
     tracing::info!(confirmed, "disconnected from {}", state.exit);
-    if let Err(e) = result {
-        state.write_status(State::Failed, &transport);
-        drop(state);
-        transport.shutdown().await;
-        return Err(DriverError::FailedClosed(Box::new(e)));
-    }
     drop(state);
-    for f in hostc.rollback() {
-        tracing::warn!("cleanup: {f}");
-    }
-    status::remove(&cfg.run_dir);
     transport.shutdown().await;
-    result
+    match result {
+        Ok(()) => Outcome::Stopped,
+        Err(e) => Outcome::Broken(e),
+    }
 }
 
-/// The IP addresses of the Nym directory (nym-api) `cfg` uses; empty for a `udp://` exit.
-/// Names are resolved now, through the host's own resolver, within 2 s.
-async fn directory_addrs(cfg: &UpConfig) -> Vec<IpAddr> {
-    #[cfg(feature = "mixnet")]
-    if !matches!(cfg.ipr, Some(IprAddr::Udp { .. })) {
-        let mut out = Vec::new();
-        for (host, port) in cfg.transport.mixnet.directory_hosts() {
-            match tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                tokio::net::lookup_host((host.as_str(), port)),
-            )
-            .await
-            {
-                Ok(Ok(addrs)) => {
-                    for ip in addrs.map(|a| a.ip()) {
-                        if !out.contains(&ip) {
-                            out.push(ip);
-                        }
-                    }
+/// Reaches the exit, trying again while it fails for a reason a retry can mend (the directory,
+/// a gateway or the exit away: on the real network these come and go). The host meanwhile is
+/// as [`HostGuard::begin`] left it: closed in full-tunnel mode, untouched otherwise, and each
+/// failure says so. `Ok(None)`: a stop was asked.
+async fn connect_blocked(
+    cfg: &UpConfig,
+    guard: &mut HostGuard,
+    reporter: &mut Reporter,
+    rx: &mut [u8],
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<Reached>, DriverError> {
+    let progress = reporter.progress().clone();
+    let mut backoff = Backoff::default();
+    // The first attempt is now; the backoff's "retry at once" is spent on it.
+    let _ = backoff.next_delay(0.0);
+    loop {
+        let attempt = {
+            let mut reach = pin!(reach_exit(cfg, rx, &progress));
+            loop {
+                tokio::select! {
+                    r = &mut reach => break r,
+                    () = reporter.next_step() => write_connecting_status(cfg, reporter.log()),
+                    () = guard.networks_changed() => guard.refresh_nets(cfg),
+                    () = &mut shutdown => return Ok(None),
                 }
-                _ => tracing::debug!(%host, "cannot resolve the directory's address"),
+            }
+        };
+        reporter.drain();
+        let e = match attempt {
+            Ok(r) => return Ok(Some(r)),
+            Err(e) if e.is_permanent() => return Err(e),
+            Err(e) => e,
+        };
+        let delay = backoff.next_delay(rand::random());
+        let meanwhile = if guard.is_locked_down() {
+            "nothing leaves the host meanwhile (blocked); Ctrl-C or `smolmix-vpn down` opens it"
+        } else {
+            "the host is not changed meanwhile"
+        };
+        reporter.retrying(&format!(
+            "cannot connect yet: {e}; {meanwhile}; trying again in {:.0} s",
+            delay.as_secs_f64().ceil()
+        ));
+        write_connecting_status(cfg, reporter.log());
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => break,
+                () = guard.networks_changed() => guard.refresh_nets(cfg),
+                () = &mut shutdown => return Ok(None),
             }
         }
-        out.truncate(crate::transport::mixnet::gateway::MAX_GATEWAY_ADDRS);
-        return out;
     }
-    let _ = cfg;
-    Vec::new()
 }
 
 /// The status while the first session is not up yet: `connecting`, with the steps so far.

@@ -16,7 +16,8 @@ use crate::transport::{Progress, Step};
 /// Steps queued between the task that reached them and the driver. A connect has about eight;
 /// a gateway that reconnects in a loop must not grow memory, so beyond this they are dropped.
 const STEP_QUEUE: usize = 64;
-/// Steps kept for `status` (the current or last connect); a mixnet connect has eight.
+/// Lines kept for `status` (the current or last connect): a mixnet connect has eight steps,
+/// and a connect retried for long keeps its latest attempts.
 const STEP_LOG: usize = 16;
 
 /// One thing to tell the user.
@@ -30,6 +31,9 @@ pub enum Report<'a> {
     Reconnected(&'a str),
     /// The exit or the transport is lost; the host stays closed while `up` reconnects.
     Lost(&'a str),
+    /// The first connect failed for a reason a retry can mend; `up` tries again and says what
+    /// the host is meanwhile (blocked, in full-tunnel mode).
+    Retrying(&'a str),
     /// Something the user should know that does not stop the tunnel.
     Warning(&'a str),
     /// The outcome of a check, e.g. `dns: ok …`.
@@ -86,9 +90,22 @@ impl Reporter {
     fn step(&mut self, at: Instant, step: &Step) {
         let line = timed(at.saturating_duration_since(self.began), step);
         (self.sink)(Report::Step(&line));
-        if self.log.len() < STEP_LOG {
-            self.log.push(line);
+        self.keep(line);
+    }
+
+    /// The first connect failed and is tried again: said, and kept with the steps.
+    pub(super) fn retrying(&mut self, why: &str) {
+        let line = format!("{:>7.2} s  {why}", self.began.elapsed().as_secs_f64());
+        (self.sink)(Report::Retrying(why));
+        self.keep(line);
+    }
+
+    /// Keeps `line` for `status`, the oldest going first once [`STEP_LOG`] are kept.
+    fn keep(&mut self, line: String) {
+        if self.log.len() == STEP_LOG {
+            self.log.remove(0);
         }
+        self.log.push(line);
     }
 
     /// The steps of the current or last connect, for `status`.

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tun_rs::AsyncDevice;
 
+use super::guard::HostGuard;
 use super::report::{Report, Reporter};
 use super::setup::DnsOutcome;
 use super::{open_options, unix_now, DriverError, UpConfig};
@@ -17,7 +18,6 @@ use crate::ipr::Allocation;
 use crate::link::{self, sleep_opt, Link, LinkEvent};
 use crate::pipeline::{Action, Pipeline};
 use crate::system::dns::Applied;
-use crate::system::host::Host;
 use crate::system::resolv_conf;
 use crate::system::status::{self, State, Status};
 use crate::system::tun::{self, LOCAL_V4, LOCAL_V6};
@@ -34,12 +34,10 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// State of a running tunnel.
 pub(super) struct Running<'a> {
     pub(super) cfg: &'a UpConfig,
-    pub(super) host: &'a mut Host,
+    /// The host's changes, and its networks kept in step (guard.rs).
+    pub(super) guard: &'a mut HostGuard,
     /// The connection to the exit: sessions, reconnects, the allocation.
     pub(super) link: Link,
-    /// Destinations currently kept outside the tunnel by address: the directory while a new
-    /// transport is built, nothing otherwise (the transport itself goes by its mark).
-    pub(super) bypass: Vec<IpAddr>,
     /// The highest IPR version the exit speaks (what a rebuilt transport's sessions ask for).
     pub(super) max_version: u8,
     pub(super) exit: String,
@@ -48,8 +46,6 @@ pub(super) struct Running<'a> {
     pub(super) mtu: u16,
     /// When the current session came up (Unix seconds), for the status.
     pub(super) since: Option<u64>,
-    /// The directory's addresses, kept outside the tunnel while a transport is rebuilt.
-    pub(super) directory: Vec<IpAddr>,
     /// The transport's path changes already answered with a probe.
     pub(super) path_changes: u64,
     pub(super) tun_buf: Vec<u8>,
@@ -59,7 +55,7 @@ pub(super) struct Running<'a> {
     pub(super) dns_check: Option<String>,
     pub(super) dns_pending: Option<oneshot::Receiver<DnsOutcome>>,
     /// Where what the user should see goes.
-    pub(super) reporter: Reporter,
+    pub(super) reporter: &'a mut Reporter,
 }
 
 impl Running<'_> {
@@ -98,6 +94,7 @@ impl Running<'_> {
                 }
                 () = sleep_opt(deadline) => self.link.handle_timeout(Instant::now().into_std()),
                 () = sleep_opt(pace_at) => {}
+                () = self.guard.networks_changed() => self.guard.refresh_nets(self.cfg),
                 _ = housekeeping.tick() => {
                     let now = Instant::now().into_std();
                     let changes = transport.path_changes();
@@ -109,7 +106,6 @@ impl Running<'_> {
                     if self.pipe.poll_timeout().is_some_and(|t| t <= now) {
                         self.pipe.handle_timeout(now);
                     }
-                    self.sync_bypass();
                     self.reporter.drain();
                     self.housekeep_dns();
                     let state = if self.link.allocation().is_some() { State::Connected } else { State::Reconnecting };
@@ -206,9 +202,9 @@ impl Running<'_> {
 
     /// Builds a new transport after the old one stopped, with the link's backoff between
     /// attempts, until one opens (`Some`; the link's new session then connects in the loop) or
-    /// `shutdown` fires (`None`). The host stays as it is; in a full tunnel the directory is
-    /// kept reachable around it meanwhile, and the mixnet client goes back to the same entry
-    /// gateway, whose websocket leaves by its mark.
+    /// `shutdown` fires (`None`). The host stays as it is, closed: the mixnet client goes back
+    /// to the same entry gateway, and both its websocket and its directory requests leave by
+    /// the transport's mark.
     pub(super) async fn reopen(
         &mut self,
         old: &Transport,
@@ -219,15 +215,6 @@ impl Running<'_> {
         self.handle_events();
         self.reporter.begin();
         self.write_status(State::Reconnecting, old);
-        if self.cfg.netns.is_none() && !self.directory.is_empty() {
-            let keep = self.directory.clone();
-            if let Err(e) = self.host.sync_bypass(&self.bypass, &keep) {
-                // The rebuild then fails at the directory and is retried with backoff; the
-                // host stays closed either way.
-                tracing::warn!(%e, "cannot exempt the directory while the transport is rebuilt");
-            }
-            self.bypass = keep;
-        }
         let opts = open_options(self.cfg, gateway, self.reporter.progress());
         loop {
             tokio::select! {
@@ -252,7 +239,6 @@ impl Running<'_> {
                     self.exit = o.exit;
                     self.max_version = o.max_version;
                     self.link.handle_transport_restored(link::session_config(&o.transport, o.max_version), now);
-                    // The next housekeeping tick drops the directory's exemption.
                     return Some(o.transport);
                 }
                 Err(e) => {
@@ -300,18 +286,6 @@ impl Running<'_> {
             if let Err(e) = resolv_conf::reassert_file(path, servers) {
                 tracing::warn!(%e, "cannot re-assert the resolver configuration");
             }
-        }
-    }
-
-    /// Drops the directory's exemption once a rebuilt transport runs. A failure is retried on
-    /// the next tick, never fatal: ending `up` would restore the host, i.e. open it.
-    fn sync_bypass(&mut self) {
-        if self.bypass.is_empty() {
-            return;
-        }
-        match self.host.sync_bypass(&self.bypass, &[]) {
-            Ok(()) => self.bypass.clear(),
-            Err(e) => tracing::warn!(%e, "cannot remove the directory's exemption yet; retrying"),
         }
     }
 

@@ -3,7 +3,6 @@
 //! Everything here runs once, after the exit answered and before the loop starts; every change
 //! goes through [`Host`], so the caller's rollback undoes a half-finished setup.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -12,7 +11,6 @@ use tun_rs::AsyncDevice;
 use super::{DriverError, UpConfig};
 use crate::system::dns::{self, Applied};
 use crate::system::dns_check;
-use crate::system::firewall::KillSwitch;
 use crate::system::host::Host;
 use crate::system::netns::{self, LinkAddrs};
 use crate::system::routes::RoutePlan;
@@ -22,28 +20,16 @@ use crate::transport::Transport;
 /// What `up` set up on the host, for the loop and the status file.
 pub(super) struct Setup {
     pub dev: AsyncDevice,
-    /// Destinations kept outside the tunnel by address (none at setup; see mark.rs).
-    pub bypass: Vec<IpAddr>,
     /// How the host's resolver was pointed at the tunnel (full-tunnel mode).
     pub dns: Option<Applied>,
 }
 
-/// Full or split tunnel: the kill switch (full tunnel only), TUN, owned table and rules, then
-/// DNS (which needs both: resolvectl configures the TUN link, and the routes must exist before
-/// anything queries).
+/// Full or split tunnel: TUN, owned table and rules, then DNS (which needs both: resolvectl
+/// configures the TUN link, and the routes must exist before anything queries). In full-tunnel
+/// mode the kill switch has been in place since `up` began (guard.rs).
 /// The transport's own sockets carry [`crate::system::mark::FWMARK`]: routing and the kill switch
-/// exempt that mark, not the addresses a gateway publishes.
+/// exempt that mark, never an address.
 pub(super) fn setup_host(cfg: &UpConfig, host: &mut Host, mtu: u16) -> Result<Setup, DriverError> {
-    let full = cfg.routes.iter().any(|r| r.prefix_len() == 0);
-    if full {
-        // First, so that nothing leaves in the clear from here on, whatever fails next.
-        host.install_kill_switch(&KillSwitch {
-            tun: cfg.tun.clone(),
-            exempt: Vec::new(),
-            excludes: cfg.excludes.clone(),
-            allow_lan: cfg.allow_lan,
-        })?;
-    }
     let dev = tun::create(host, &cfg.tun, mtu, cfg.ipv6)?;
     let servers = cfg.dns.as_deref().unwrap_or_default();
     let plan = RoutePlan::new(&cfg.routes, &cfg.excludes, cfg.ipv6).with_dns(servers);
@@ -52,7 +38,7 @@ pub(super) fn setup_host(cfg: &UpConfig, host: &mut Host, mtu: u16) -> Result<Se
         Some(servers) => Some(dns::apply(host, &cfg.dns_paths(), &cfg.tun, servers)?),
         None => None,
     };
-    Ok(Setup { dev, bypass: Vec::new(), dns })
+    Ok(Setup { dev, dns })
 }
 
 /// Per-app mode: the namespace first (so deleting it is undone last), then the TUN, created
@@ -70,7 +56,7 @@ pub(super) fn setup_netns(cfg: &UpConfig, host: &mut Host, ns: &str, mtu: u16) -
     // No host-side IPv6 address: the move drops addresses, move_link sets them inside.
     let dev = tun::create(host, &cfg.tun, mtu, false)?;
     netns::move_link(host, &cfg.tun, ns, &LinkAddrs { v4: LOCAL_V4, v6: cfg.ipv6.then_some(LOCAL_V6) })?;
-    Ok(Setup { dev, bypass: Vec::new(), dns: None })
+    Ok(Setup { dev, dns: None })
 }
 
 /// Starts the end-to-end lookup through the tunnel (inside the namespace in per-app mode); the

@@ -169,6 +169,15 @@ pub fn read(run_dir: &Path) -> Option<Status> {
     Some(s)
 }
 
+/// Sets the state of the status file as it is, keeping everything else it says (the exit, the
+/// addresses, the last connect's steps): `up`'s last word before it ends with the host closed.
+pub fn set_state(run_dir: &Path, state: State) -> io::Result<()> {
+    let bytes = fs::read(path(run_dir))?;
+    let mut s: Status = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+    s.state = state;
+    write(run_dir, &s)
+}
+
 /// Removes the status file (a clean stop).
 pub fn remove(run_dir: &Path) {
     let _ = fs::remove_file(path(run_dir));

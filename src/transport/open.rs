@@ -49,6 +49,19 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// Whether trying again cannot help: the configuration or the chosen exit is wrong, not the
+    /// network. `up` retries everything else while it keeps the host closed.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            OpenError::Udp(e) => matches!(e, UdpError::Mark { .. }),
+            #[cfg(feature = "mixnet")]
+            OpenError::Mixnet(e) => e.is_permanent(),
+            OpenError::NoMixnet { .. } => true,
+        }
+    }
+}
+
 /// Why an exit the caller named was used.
 const GIVEN: &str = "as given";
 

@@ -91,6 +91,25 @@ pub enum MixnetError {
     Client(String),
 }
 
+impl MixnetError {
+    /// Whether trying again cannot help (a bad option, an exit that can never carry us, no
+    /// right to mark sockets); the directory or a gateway being away is worth another try.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            MixnetError::BadDirectoryUrl(_)
+            | MixnetError::NoReplySurbs
+            | MixnetError::BadAddress(_)
+            | MixnetError::ExitTooOld { .. }
+            | MixnetError::Storage { .. }
+            | MixnetError::Mark => true,
+            MixnetError::DirectoryUnreachable { .. }
+            | MixnetError::NoExits
+            | MixnetError::ConnectTimeout { .. }
+            | MixnetError::Client(_) => false,
+        }
+    }
+}
+
 /// `e` and its sources on one line: the SDK's top-level messages are often just
 /// "api directory error", with the useful part (connection refused, DNS) two levels down.
 pub(crate) fn error_chain(e: &dyn StdError) -> String {
