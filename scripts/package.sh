@@ -75,7 +75,9 @@ echo "== $deb"
 # The files, each expected path checked by name.
 contents=$(dpkg-deb -c "$deb")
 for path in usr/bin/smolmix-vpn usr/bin/smolmix-exit lib/systemd/system/smolmix-vpn@.service \
+	lib/systemd/system/smolmix-vpn-lockdown@.service \
 	usr/share/man/man1/smolmix-vpn.1.gz usr/share/man/man1/smolmix-vpn-up.1.gz \
+	usr/share/man/man1/smolmix-vpn-block.1.gz \
 	usr/share/bash-completion/completions/smolmix-vpn usr/share/zsh/vendor-completions/_smolmix-vpn \
 	usr/share/fish/vendor_completions.d/smolmix-vpn.fish usr/share/doc/smolmix-vpn/example-profile.toml; do
 	check "dpkg-deb -c lists /$path" grep -qE " \./$path\$" <<<"$contents"
@@ -140,12 +142,14 @@ check "control: 'smolmix-vpn up --zz' completes to nothing" test -z "$(complete_
 # ignores ("Failed to parse ..., ignoring"), so any output at all is a failure too.
 verify_unit() {
 	local out
-	SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no --root="$root" smolmix-vpn@test.service \
+	SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no --root="$root" "${1:-smolmix-vpn@test.service}" \
 		>"$root/verify.log" 2>&1 && [[ ! -s $root/verify.log ]]
 }
 mkdir -p "$root/etc/systemd/system"
 cp -an /lib/systemd/system/. "$root/lib/systemd/system/"
 check "systemd-analyze verify passes on the installed unit" verify_unit
+sed 's/^/  # /' "$root/verify.log"
+check "systemd-analyze verify passes on the installed lockdown unit" verify_unit smolmix-vpn-lockdown@test.service
 sed 's/^/  # /' "$root/verify.log"
 unit=$root/lib/systemd/system/smolmix-vpn@.service
 cp "$unit" "$root/unit.good"
