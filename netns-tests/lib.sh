@@ -186,7 +186,8 @@ cleanup_all() {
 	exec 2>/dev/null
 	for p in "$TMP"/*.pid; do [[ -e $p ]] && kill "$(cat "$p")"; done
 	[[ -n ${CLIENT_PID:-} ]] && kill "$CLIENT_PID"
-	for ns in "$c" "$e" "$i"; do
+	# EXTRA_NS: namespaces a suite adds to the three of setup_topology.
+	for ns in "$c" "$e" "$i" ${EXTRA_NS:-}; do
 		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid"; done
 		ip netns del "$ns"
 	done

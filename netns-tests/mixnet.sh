@@ -395,6 +395,27 @@ refused() {
 	note "after $(secs "$t0") s, exit status $rc: $(tail -n 1 "$TMP/refused.err" | short)"
 	((rc != 0 && rc != 124 && $(now_ms) - t0 <= 15000)) && grep -qE "$want" "$TMP/refused.err"
 }
+# retrying WANT_PATTERN ARGS...: up with ARGS says within 15 s that it cannot connect yet,
+# matching the pattern, that the host is blocked meanwhile, and keeps trying; SIGTERM ends it
+# with status 0.
+retrying() {
+	local want=$1 rc=0 t0 pid
+	shift
+	t0=$(now_ms)
+	ip netns exec "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up --nym-api "$NYM_API" "$@" --no-dns --traffic fast \
+		>/dev/null 2>"$TMP/retrying.err" &
+	pid=$!
+	wait_for 15 grep -q 'cannot connect yet' "$TMP/retrying.err" || true
+	note "after $(secs "$t0") s: $(grep -m1 'cannot connect yet' "$TMP/retrying.err" | short)"
+	local said=0
+	grep -qE "$want" "$TMP/retrying.err" && grep -q 'blocked.*smolmix-vpn down' "$TMP/retrying.err" && kill -0 "$pid" || said=1
+	kill -TERM "$pid"; wait "$pid" || rc=$?
+	((said == 0 && rc == 0))
+}
+blocked_until_down() {
+	n "$c" nft list table inet smolmix_killswitch >/dev/null && grep -q 'smolmix-vpn down' "$TMP/refused.err" &&
+		n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" down >/dev/null
+}
 directory_restart() { "$LOCALNET" directory-restart >>"$TMP/localnet.log" 2>&1; }
 announced() { n "$c" curl -sS --max-time 5 "${NYM_API}v2/unstable/nym-nodes/skimmed/exit-gateways"; }
 t_dir_hostname() {
@@ -608,10 +629,11 @@ check "SIGTERM: up exits with status 0" vpn_stop
 check "host byte-identical to before" same_as before
 check "positive control: getent hosts gw.smolmix.test from ns client shows in dnsmasq's log" t_getent_control
 check "directory-restart with LOCALNET_GW_VERSION=1.29.0" env LOCALNET_GW_VERSION=1.29.0 "$LOCALNET" directory-restart
-check "up --ipr <the 1.29.0 exit> fails within 15 s, naming 1.29.0" refused '1\.29\.0' --ipr "$IPR"
-check "host untouched" same_as before
-check "up without --ipr fails: the directory lists no usable exit" refused 'no usable'
-check "host untouched" same_as before
+check "up --ipr <the 1.29.0 exit> fails within 15 s, naming 1.29.0 (no retry can mend it)" refused '1\.29\.0' --ipr "$IPR"
+check "the host is kept blocked, and the error names smolmix-vpn down, which opens it" blocked_until_down
+check "after down, the host is as before" same_as before
+check "up without --ipr: the directory lists no usable exit; blocked, retrying" retrying 'no usable'
+check "after SIGTERM, the host is as before" same_as before
 check "directory restored: the gateway as 1.31.0, without a hostname" t_dir_restored
 
 pretty "$c" "faults"
