@@ -429,13 +429,17 @@ fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {
             if let Some(check) = &s.dns_check {
                 writeln!(out, "dns check: {check}")?;
             }
+            if let Some(peer) = s.counters["transport_peer"].as_str() {
+                // The live socket's peer: the entry gateway, or a local exit.
+                writeln!(out, "via:       {peer}")?;
+            }
             writeln!(out, "reconnects: {}", s.reconnects)?;
             for line in s.mixnet_summary() {
                 writeln!(out, "{line}")?;
             }
             // Non-zero counters only, one line per stage: zeros are the normal case and noise.
             if let Some(stages) = s.counters.as_object() {
-                for (stage, counters) in stages {
+                for (stage, counters) in stages.iter().filter(|(_, c)| c.is_object()) {
                     let nonzero: Vec<String> = counters
                         .as_object()
                         .into_iter()

@@ -296,7 +296,7 @@ impl Running<'_> {
             "session": self.link.session().stats(),
             "transport": transport.stats(),
             "session_queue": self.link.session().queued(),
-            "transport_peers": transport.peer_addrs(),
+            "transport_peer": transport.peer().map(|p| p.to_string()),
         });
         let st = Status {
             state,

@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -106,14 +106,14 @@ impl Transport {
         let _ = kind;
     }
 
-    /// Addresses this transport itself talks to (the local exit, or the mixnet entry gateway),
-    /// for `status`. Routing does not use them: the transport's sockets leave beside the tunnel
-    /// by their mark (system/mark.rs), never by an address a gateway publishes.
-    pub fn peer_addrs(&self) -> Vec<IpAddr> {
+    /// What this transport's socket is connected to now (the local exit, or the mixnet entry
+    /// gateway), for `status`. Routing does not use it: the transport's sockets leave beside
+    /// the tunnel by their mark (system/mark.rs), never by an address a gateway publishes.
+    pub fn peer(&self) -> Option<SocketAddr> {
         match self {
-            Transport::Udp(t) => vec![t.peer().ip()],
+            Transport::Udp(t) => Some(t.peer()),
             #[cfg(feature = "mixnet")]
-            Transport::Mixnet(t) => t.peer_addrs(),
+            Transport::Mixnet(t) => t.peer(),
         }
     }
 

@@ -10,11 +10,10 @@
 //! owned `Vec`, no copy) into a bounded queue of [`RECV_QUEUE`] messages; full → drop + count.
 //! Everything is passed up, including non-LP junk (the session counts it). [`RecvQueue`] copies
 //! one message into the caller's buffer; one that does not fit is dropped and counted. The
-//! same task refreshes the entry gateway's addresses (see [`super::gateway`]) and, when the
-//! transport is shut down or dropped, disconnects the client.
+//! same task disconnects the client when the transport is shut down or dropped.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::discovery::{lookup_protocol, unreachable};
-use super::gateway::{GatewayWatch, TOPOLOGY_REFRESH};
+use super::gateway::GatewayWatch;
 use super::pacing::Pacer;
 use super::sphinx::PacketCounts;
 use super::surbs::ReplySupply;
@@ -271,7 +270,6 @@ impl MixnetTransport {
         }
         let ws_fd = client.gateway_connection().gateway_ws_fd;
         gateway.set_fd(ws_fd);
-        gateway.refresh(&client).await;
         tracing::info!(nym_address = %client.nym_address(), ipr = %recipient, ?hint, "connected to the Nym mixnet");
         let peer = ws_fd.and_then(crate::transport::socket::peer_of);
         opts.progress.report(Step::Registered { address: client.nym_address().to_string(), peer });
@@ -296,7 +294,6 @@ impl MixnetTransport {
         };
         let gateway = Arc::new(GatewayWatch::default());
         gateway.set_fd(client.gateway_connection().gateway_ws_fd);
-        gateway.refresh(&client).await;
         Self::start(client, recipient, opts, hint, gateway)
     }
 
@@ -318,7 +315,7 @@ impl MixnetTransport {
         let sender = client.split_sender();
         let lanes = client.shared_lane_queue_lengths();
         let nym_address = client.nym_address().to_string();
-        let task = rt.spawn(pump(client, tx, counters.clone(), gateway.clone(), stop_rx));
+        let task = rt.spawn(pump(client, tx, counters.clone(), stop_rx));
         Ok(MixnetTransport {
             sender,
             ipr,
@@ -397,9 +394,9 @@ impl MixnetTransport {
         self.gateway.reconnections()
     }
 
-    /// The entry gateway's address(es), to keep outside a full tunnel; see [`super::gateway`].
-    pub fn peer_addrs(&self) -> Vec<IpAddr> {
-        self.gateway.addrs()
+    /// The entry gateway the client is connected to now (`status`); see [`super::gateway`].
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.gateway.peer()
     }
 
     /// The counters so far.
@@ -505,16 +502,13 @@ fn classify(opts: &MixnetOptions, e: nym_sdk::Error) -> MixnetError {
     }
 }
 
-/// Owns the client: downlink into the queue, gateway refresh, disconnect at the end.
+/// Owns the client: downlink into the queue, disconnect at the end.
 async fn pump(
     mut client: MixnetClient,
     tx: mpsc::Sender<Vec<u8>>,
     counters: Arc<Counters>,
-    gateway: Arc<GatewayWatch>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let mut refresh = tokio::time::interval(TOPOLOGY_REFRESH);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             // Err too: the transport was dropped without shutdown().
@@ -530,7 +524,6 @@ async fn pump(
                     break;
                 }
             },
-            _ = refresh.tick() => gateway.refresh(&client).await,
         }
     }
     drop(tx); // recv() now reports the stop
