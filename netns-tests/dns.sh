@@ -100,6 +100,31 @@ t_dns_excluded() {
 	(( rc != 0 && rc != 124 )) && grep -q -- '--dns 192.0.2.2' "$TMP/excluded.err" && grep -qi 'dns' "$TMP/excluded.err"
 }
 
+# A journal line naming another resolv.conf than ours, e.g. /etc/modprobe.d/resolv.conf (root
+# writing there runs commands at the next module load), next to one naming ours, both with the
+# backup an interrupted run left. `down` runs with /etc an overlay private to its mount
+# namespace (so /etc/modprobe.d exists, and anything written there stays in a tmpfs), with
+# ns client's /etc/resolv.conf bound back on top.
+t_inject() {
+	cp -a "$RESOLV" "$TMP/state/resolv.conf.backup"
+	printf '%s\nnameserver 192.0.2.2\n' "$MARKER" >"$RESOLV"    # ours, as after a crash
+	printf '%s\n' "{\"undo\":\"restore_file\",\"path\":\"/etc/resolv.conf\",\"backup\":\"$TMP/state/resolv.conf.backup\"}" \
+		"{\"undo\":\"restore_file\",\"path\":\"/etc/modprobe.d/resolv.conf\",\"backup\":\"$TMP/state/resolv.conf.backup\"}" \
+		>"$TMP/run/journal"
+	n "$c" unshare -m --propagation private bash -s "$TMP" "$SMX_BIN" <<-'EOS' >"$TMP/inject.out" 2>&1
+	set -e
+	T=$1 BIN=$2
+	touch "$T/resolv-keep" && mount --bind /etc/resolv.conf "$T/resolv-keep"
+	mkdir -p "$T/ovl" && mount -t tmpfs tmpfs "$T/ovl" && mkdir "$T/ovl/up" "$T/ovl/work"
+	mount -t overlay overlay -o "lowerdir=/etc,upperdir=$T/ovl/up,workdir=$T/ovl/work" /etc
+	mount --bind "$T/resolv-keep" /etc/resolv.conf
+	mkdir -p /etc/modprobe.d
+	env SMOLMIX_RUN_DIR="$T/run" "$BIN/smolmix-vpn" down || echo "down: exit status $?"
+	echo "in /etc/modprobe.d: [$(ls -A /etc/modprobe.d)]"
+	EOS
+	cat "$TMP/inject.out"
+}
+
 pretty "$c" "positive controls, no tunnel: the oracles see direct DNS"
 check "getent answers 192.0.2.80 directly; the counter on the physical link counts it; dnsmasq sees 198.51.100.2" t_direct_lookup
 
@@ -139,6 +164,13 @@ check "smolmix-vpn down succeeds" vpn down
 check "resolv.conf identical to the original after down" t_restored
 check "host restored after down" host_is_clean
 check "no backup left in the run dir, no temp file in /etc, after down" t_no_leftovers
+
+pretty "$c" "down replays only this configuration's resolver file"
+t_inject >/dev/null
+check "down refuses the line restoring into /etc/modprobe.d/resolv.conf, naming it" grep -q 'refusing a journal entry.*/etc/modprobe.d/resolv.conf' "$TMP/inject.out"
+check "nothing was written into /etc/modprobe.d" grep -qx 'in /etc/modprobe.d: \[\]' "$TMP/inject.out"
+check "positive control: the line naming /etc/resolv.conf, same backup, restored the original exactly" t_restored
+check "the backup is consumed, the journal gone" sh -c "[ ! -e '$TMP/state/resolv.conf.backup' ] && [ ! -e '$TMP/run/journal' ]"
 
 pretty "$c" "another program replaces resolv.conf while up"
 start_client --ipr "$IPR" --dns 192.0.2.2 --dns-check-name smolmix.test

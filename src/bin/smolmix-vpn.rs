@@ -1,7 +1,7 @@
 //! `smolmix-vpn`: the command-line client. The binary's edge: anyhow and user-facing messages
 //! live here, everything else is in the `smolmix` library.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ fn cmd_up(args: UpArgs, matches: &ArgMatches, profile_dir: &Path, run_dir: &Path
     })?;
     if journal::load(run_dir).map(|u| !u.is_empty()).unwrap_or(false) {
         eprintln!("smolmix-vpn: an earlier run did not stop cleanly; undoing its changes first");
-        for f in host::recover(run_dir) {
+        for f in host::recover(run_dir, &dns_paths(state_dir).journal_context()) {
             eprintln!("smolmix-vpn: warning: cleanup: {f}");
         }
     }
@@ -253,7 +253,7 @@ fn cmd_down(run_dir: &Path, state_dir: &Path, stale: bool) -> Result<()> {
             stopped = true;
         }
         pending = journal::load(run_dir).map(|u| u.len()).unwrap_or(0);
-        failures = host::recover(run_dir);
+        failures = host::recover(run_dir, &dns_paths(state_dir).journal_context());
         status::remove(run_dir);
     }
     let restored = match recover_state(state_dir) {
@@ -278,8 +278,14 @@ fn cmd_down(run_dir: &Path, state_dir: &Path, stale: bool) -> Result<()> {
 }
 
 /// The host's resolver file, whose backup may outlive the run dir.
-fn resolv_conf() -> std::path::PathBuf {
+fn resolv_conf() -> PathBuf {
     system::dns::DnsPaths::default().resolv_conf
+}
+
+/// The resolver files of `up` with `state_dir`, as `UpConfig::dns_paths` makes them: what a
+/// journal may name (host.rs `recover`) and where a backup may wait.
+fn dns_paths(state_dir: &Path) -> system::dns::DnsPaths {
+    system::dns::DnsPaths { backup_dir: state_dir.to_path_buf(), ..Default::default() }
 }
 
 /// Restores resolv.conf from a backup the journal no longer knows of (dns.rs); refuses a
@@ -289,8 +295,7 @@ fn recover_state(state_dir: &Path) -> std::result::Result<bool, String> {
         return Ok(false);
     }
     lock::check(state_dir).map_err(|e| e.to_string())?;
-    let paths = system::dns::DnsPaths { backup_dir: state_dir.to_path_buf(), ..Default::default() };
-    paths.recover_backup()
+    dns_paths(state_dir).recover_backup()
 }
 
 fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod pty;
 pub mod resolv_conf;
 pub mod routes;
+mod shape;
 pub mod status;
 pub mod tun;
 

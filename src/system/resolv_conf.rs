@@ -17,6 +17,10 @@
 //!   (docs/reliability.md §5.2 C3; Tailscale's "owned by" gate). [`reassert_file`] lets the driver
 //!   rewrite ours while up, so a DHCP renewal cannot silently move DNS off the tunnel.
 //! - An existing backup is never overwritten: it may be the only copy of the user's file.
+//! - The journal names exactly `path`, its staging file ([`staging`]) and `backup`, and the
+//!   [`Host`] is told so: `host::recover` refuses a restore or removal naming any other file.
+//!   `path` is the link itself when `/etc/resolv.conf` is one (also resolved's uplink file,
+//!   dns.rs), never its target; a bind-mounted file is written in place at the same path.
 //!
 //! Crash windows, all safe: killed before the backup exists → "no such backup", nothing to do;
 //! after the backup, before the rename → the path still holds the original, which is "not
@@ -31,9 +35,9 @@ use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use super::files::{is_ours, restore_file, Restored, BACKUP_NAME, MARKER};
-use super::files::{keep_exact, move_onto, sibling};
-use super::host::{Host, HostError};
+pub use super::files::{is_ours, restore_file, staging, Restored, BACKUP_NAME, MARKER};
+use super::files::{keep_exact, move_onto};
+use super::host::{Host, HostError, JournalContext};
 use super::journal::Undo;
 
 /// glibc reads at most 3 `nameserver` lines (MAXNS, resolv.conf(5)); more would be ignored.
@@ -120,13 +124,15 @@ pub fn apply_file(host: &mut Host, path: &Path, backup: &Path, servers: &[IpAddr
         // pre-`up` original is gone; what we keep and later restore is this leftover.
         tracing::warn!(path = %path.display(), "left over from an earlier run whose backup is lost");
     }
-    let tmp = sibling(path, "smolmix-vpn.tmp");
+    let tmp = staging(path);
     let original = match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() || m.file_type().is_symlink() => true,
         Ok(_) => return Err(DnsError::NotAFile(path.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_err("cannot read", path)(e)),
     };
+    // What the journal may name, for the replay's check (host.rs).
+    host.expect_resolver(JournalContext::new(path, backup));
     // Intent first: the journal is replayed newest first, so the tmp file goes last.
     host.record(Undo::RemoveFile { path: tmp.clone() })?;
     if original {
@@ -149,7 +155,7 @@ pub fn reassert_file(path: &Path, servers: &[IpAddr]) -> Result<bool, DnsError> 
     if is_ours(path) {
         return Ok(false);
     }
-    let tmp = sibling(path, "smolmix-vpn.tmp");
+    let tmp = staging(path);
     write_new(&tmp, render_resolv_conf(servers)?.as_bytes(), 0o644)?;
     move_onto(&tmp, path).map_err(io_err("cannot replace", path))?;
     tracing::warn!(path = %path.display(), "resolver configuration was changed by another program; re-asserted");
@@ -169,6 +175,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DnsError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::files::sibling;
     use super::super::{host, journal};
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt};
@@ -212,7 +219,7 @@ mod tests {
         apply_file(&mut h, &p.resolv_conf, &backup, &ips(&["192.0.2.53"])).unwrap();
         assert!(is_ours(&p.resolv_conf));
         assert!(fs::read_to_string(&p.resolv_conf).unwrap().contains("nameserver 192.0.2.53\n"));
-        assert!(!sibling(&p.resolv_conf, "smolmix-vpn.tmp").exists());
+        assert!(!staging(&p.resolv_conf).exists());
         if fs::symlink_metadata(&backup).is_ok() {
             // A second `up` without `down` must not overwrite the only copy of the original.
             let mut h2 = Host::open(&root.join("run/other")).unwrap();
@@ -224,9 +231,31 @@ mod tests {
             .unwrap()
             .iter()
             .any(|u| matches!(u, Undo::RestoreFile { .. } | Undo::RemoveFile { .. })));
-        assert_eq!(host::recover(&run_dir), Vec::<String>::new());
+        let ctx = JournalContext::new(&p.resolv_conf, &backup);
+        assert_eq!(host::recover(&run_dir, &ctx), Vec::<String>::new());
         assert!(fs::symlink_metadata(&backup).is_err(), "backup consumed");
-        assert_eq!(host::recover(&run_dir), Vec::<String>::new(), "down twice is harmless");
+        assert_eq!(host::recover(&run_dir, &ctx), Vec::<String>::new(), "down twice is harmless");
+    }
+
+    /// The configuration, not the journal, says which file is ours: `down` run with another
+    /// state dir refuses to restore from a backup that is not its own, and changes nothing.
+    #[test]
+    fn replays_file_lines_only_for_this_configurations_files() {
+        let (root, p) = tree("context");
+        let run_dir = root.join("run/smolmix-vpn");
+        let backup = run_dir.join(BACKUP_NAME);
+        fs::write(&p.resolv_conf, "nameserver 198.51.100.1\n").unwrap();
+        let mut h = Host::open(&run_dir).unwrap();
+        apply_file(&mut h, &p.resolv_conf, &backup, &ips(&["192.0.2.53"])).unwrap();
+        drop(h);
+        let other = JournalContext::new(&p.resolv_conf, &root.join("var/lib/other").join(BACKUP_NAME));
+        let refused = host::recover(&run_dir, &other);
+        assert!(
+            matches!(refused.as_slice(), [f] if f.contains("refusing") && f.contains("RestoreFile")),
+            "{refused:?}"
+        );
+        assert!(is_ours(&p.resolv_conf) && backup.exists(), "neither restored nor dropped");
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
