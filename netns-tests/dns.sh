@@ -100,6 +100,36 @@ t_dns_excluded() {
 	(( rc != 0 && rc != 124 )) && grep -q -- '--dns 192.0.2.2' "$TMP/excluded.err" && grep -qi 'dns' "$TMP/excluded.err"
 }
 
+# Durability, seen by strace -y (each fd with its path) on up: the backup (file and directory)
+# is fsynced before the original is replaced; ours, once in place, and /etc after it; the same
+# for the original when the stop puts it back. In this suite /etc/resolv.conf is a bind mount
+# (ip netns exec), so "in place" is a write into the mounted file; elsewhere it is a rename.
+cat >"$TMP/fsync_order.py" <<-'EOP'
+	import re, sys
+	lines = open(sys.argv[1]).read().splitlines()
+	state = sys.argv[2]
+	def first(pattern, after=-1):
+	    return next((i for i, l in enumerate(lines) if i > after and re.search(pattern, l)), None)
+	def synced(path):
+	    return r"fsync\(\d+<" + re.escape(path) + r">\) *= 0"
+	replace = r'openat\(AT_FDCWD[^,]*, "/etc/resolv.conf", O_WRONLY\|O_TRUNC|rename(at2?)?\(.*"/etc/resolv.conf".*\) *= 0'
+	s = {"backup": first(synced(state + "/resolv.conf.backup")), "backup's directory": first(synced(state))}
+	s["ours replaces the original"] = first(replace)
+	s["ours synced"] = first(synced("/etc/resolv.conf"), s["ours replaces the original"] or 0)
+	s["/etc synced"] = first(synced("/etc"), s["ours replaces the original"] or 0)
+	s["the original put back"] = first(replace, max(s["ours synced"] or 0, s["/etc synced"] or 0))
+	s["the original synced"] = first(synced("/etc/resolv.conf"), s["the original put back"] or 0)
+	s["/etc synced again"] = first(synced("/etc"), s["the original put back"] or 0)
+	print("; ".join(f"{k}: line {v}" for k, v in s.items()))
+	# Each later step is searched for after the one it follows; the backup's two, before.
+	v = list(s.values())
+	sys.exit(0 if None not in v and max(v[0], v[1]) < v[2] else 1)
+EOP
+# Stops the client started under strace: the signal goes to up itself (strace would forward a
+# SIGTERM and detach, and the restore would go unseen).
+stop_traced() { kill -TERM "$(cat "$TMP/run/lock")"; local rc=0; wait "$CLIENT_PID" || rc=$?; return $rc; }
+t_fsync_order() { python3 "$TMP/fsync_order.py" "$TMP/strace.out" "$TMP/state"; }
+
 # A journal line naming another resolv.conf than ours, e.g. /etc/modprobe.d/resolv.conf (root
 # writing there runs commands at the next module load), next to one naming ours, both with the
 # backup an interrupted run left. `down` runs with /etc an overlay private to its mount
@@ -146,6 +176,16 @@ check "SIGTERM stops the client with exit status 0" stop_client
 check "resolv.conf identical to the original (sha256, mode, owner, type, size)" t_restored
 check "every route, rule, address and device is restored" host_is_clean
 check "no backup left in the run dir, no temp file in /etc" t_no_leftovers
+
+pretty "$c" "durability: resolv.conf and its backup are fsynced, with their directories, in order"
+CLIENT_WRAP=(strace -f -y -qq -o "$TMP/strace.out" -e trace=openat,linkat,rename,renameat,renameat2,unlinkat,fsync,fdatasync)
+start_client --ipr "$IPR" --dns 192.0.2.2
+CLIENT_WRAP=()
+check "our resolv.conf is in place under strace" ours_in_file
+check "SIGTERM stops the traced client with exit status 0" stop_traced
+check "backup and its directory synced before the original is replaced; ours and /etc after; the same on the way back" t_fsync_order
+check "resolv.conf identical to the original after the traced run" t_restored
+check "host restored after the traced run" host_is_clean
 
 pretty "$c" "negative control: a DNS server that never answers is reported"
 start_client --ipr "$IPR" --dns 192.0.2.99 --dns-check-name smolmix.test

@@ -6,6 +6,13 @@
 //! symlink as the symlink itself; see resolv_conf.rs for the contract these serve. Nothing here
 //! journals or knows about DNS servers: [`restore_file`] puts a backup back only while the file
 //! at the path is still ours ([`is_ours`], by [`MARKER`]) or gone.
+//!
+//! Durable, because a power loss must leave the resolver file either old or new and never lose
+//! the only copy of the user's original: every file written here is `fsync`ed, and so is the
+//! directory of every name created, renamed or removed ([`sync_dir`]): a rename or link is only
+//! on disk once its directory is (fsync(2): "an explicit fsync() on a file descriptor for the
+//! directory is also needed"). [`keep_exact`] returns only once the backup is, so its caller
+//! replaces the original after that; [`move_onto`] returns once the new name is.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -63,16 +70,16 @@ pub fn restore_file(path: &Path, backup: &Path) -> Result<Restored, String> {
     Ok(Restored::Exact)
 }
 
-/// Puts `src` at `path` and removes `src`, exactly. `rename` when it can; across filesystems an
-/// exact copy next to `path`, renamed over it; onto a mount point — a bind-mounted resolv.conf,
-/// as `ip netns exec` (from /etc/netns/NAME) and containers make, where `rename` says EBUSY —
-/// the bytes, mode, owner and mtime written into the mounted file itself (not atomic, the only
-/// way that reaches the file every process sees).
+/// Puts `src` at `path` and removes `src`, exactly and durably (the module doc). `rename` when it
+/// can; across filesystems an exact copy next to `path`, renamed over it; onto a mount point — a
+/// bind-mounted resolv.conf, as `ip netns exec` (from /etc/netns/NAME) and containers make, where
+/// `rename` says EBUSY — the bytes, mode, owner and mtime written into the mounted file itself
+/// (not atomic, the only way that reaches the file every process sees).
 pub(super) fn move_onto(src: &Path, path: &Path) -> io::Result<()> {
     let busy = |e: &io::Error| e.kind() == io::ErrorKind::ResourceBusy;
     match fs::rename(src, path) {
-        Ok(()) => Ok(()),
-        Err(e) if busy(&e) => write_in_place(src, path).and_then(|()| fs::remove_file(src)),
+        Ok(()) => {}
+        Err(e) if busy(&e) => write_in_place(src, path).and_then(|()| fs::remove_file(src))?,
         Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
             let tmp = sibling(path, "smolmix-vpn.restore");
             let _ = fs::remove_file(&tmp);
@@ -82,10 +89,17 @@ pub(super) fn move_onto(src: &Path, path: &Path) -> io::Result<()> {
                 other => other,
             };
             let _ = fs::remove_file(&tmp);
-            moved.and_then(|()| fs::remove_file(src))
+            moved.and_then(|()| fs::remove_file(src))?;
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
     }
+    // The new name first: a crash between the two leaves the file at both names, which
+    // restore_file resolves (the path is no longer ours: the backup is dropped), never at none.
+    sync_dir(parent(path))?;
+    if parent(src) != parent(path) {
+        sync_dir(parent(src))?;
+    }
+    Ok(())
 }
 
 /// Overwrites the regular file `path` with the content and metadata of the regular file `src`.
@@ -101,17 +115,27 @@ fn write_in_place(src: &Path, path: &Path) -> io::Result<()> {
     std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
     f.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     f.set_modified(meta.modified()?)?;
-    f.sync_all()
+    sync_file(&f, path)
 }
 
 /// Makes `backup` an exact twin of `path` while `path` stays in place: a hard link when both
 /// are on one filesystem (Linux `link` does not follow a symlink, so a symlink is linked
-/// itself), else [`copy_exact`].
+/// itself), else [`copy_exact`]. Returns once the backup is on disk: the file (a regular one;
+/// a symlink cannot be opened to be synced) and the directory that names it.
 pub(super) fn keep_exact(path: &Path, backup: &Path) -> io::Result<()> {
     match fs::hard_link(path, backup) {
-        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => copy_exact(path, backup),
-        other => other,
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => copy_exact(path, backup)?,
+        Err(e) => return Err(e),
+        Ok(()) => {
+            // The link count is the inode's: sync it with the file, whose bytes are already on disk.
+            match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(backup) {
+                Ok(f) => sync_file(&f, backup)?,
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {} // a symlink
+                Err(e) => return Err(e),
+            }
+        }
     }
+    sync_dir(parent(backup))
 }
 
 /// Copies `from` to a new `to` exactly: a symlink as a symlink (same target, same owner), a
@@ -132,13 +156,55 @@ fn copy_exact(from: &Path, to: &Path) -> io::Result<()> {
     // After chown: chown clears set-id bits; and set explicitly so the umask does not apply.
     f.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     f.set_modified(meta.modified()?)?;
-    f.sync_all()
+    sync_file(&f, to)
 }
 
 /// `.<name>.<tag>` next to `path`: same directory, so `rename` onto `path` is atomic.
 pub(super) fn sibling(path: &Path, tag: &str) -> PathBuf {
     let name = path.file_name().and_then(OsStr::to_str).unwrap_or("resolv.conf");
     path.with_file_name(format!(".{name}.{tag}"))
+}
+
+/// The directory holding `path` (`.` for a bare name).
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// `fsync` of the open file `f` (at `path`): its bytes and metadata are on disk.
+pub(super) fn sync_file(f: &File, path: &Path) -> io::Result<()> {
+    f.sync_all()?;
+    synced(path);
+    Ok(())
+}
+
+/// `fsync` of the directory `dir`: the names created, renamed or removed in it are on disk.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()?;
+    synced(dir);
+    Ok(())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Every path synced by this thread, in order: what the tests read (`take_synced`).
+    static SYNCED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+fn synced(path: &Path) {
+    SYNCED.with(|s| s.borrow_mut().push(path.to_path_buf()));
+}
+
+#[cfg(not(test))]
+fn synced(_: &Path) {}
+
+/// The paths this thread synced since the last call, oldest first (tests only).
+#[cfg(test)]
+pub(super) fn take_synced() -> Vec<PathBuf> {
+    SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@
 //!
 //! Crash windows, all safe: killed before the backup exists → "no such backup", nothing to do;
 //! after the backup, before the rename → the path still holds the original, which is "not
-//! ours", so it is kept and the backup dropped; after the rename → the backup goes back.
+//! ours", so it is kept and the backup dropped; after the rename → the backup goes back. The
+//! same holds for a power loss: the staging file and the backup are synced with their
+//! directory before the rename, the directory of the path after it (files.rs).
 //!
 //! The exact backup and restore themselves live in files.rs, below this module and host.rs
 //! (re-exported here); the error and result types of both DNS modes live here, below dns.rs.
@@ -36,7 +38,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use super::files::{is_ours, restore_file, staging, Restored, BACKUP_NAME, MARKER};
-use super::files::{keep_exact, move_onto};
+use super::files::{keep_exact, move_onto, sync_file};
 use super::host::{Host, HostError, JournalContext};
 use super::journal::Undo;
 
@@ -142,6 +144,7 @@ pub fn apply_file(host: &mut Host, path: &Path, backup: &Path, servers: &[IpAddr
     }
     write_new(&tmp, ours.as_bytes(), 0o644)?;
     if original {
+        // On disk, file and directory, before the original is replaced (files.rs).
         keep_exact(path, backup).map_err(io_err("cannot back up", path))?;
     }
     move_onto(&tmp, path).map_err(io_err("cannot replace", path))?;
@@ -169,13 +172,13 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DnsError> {
     let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(&wrap)?;
     f.write_all(bytes)
         .and_then(|()| f.set_permissions(fs::Permissions::from_mode(mode)))
-        .and_then(|()| f.sync_all())
+        .and_then(|()| sync_file(&f, path))
         .map_err(wrap)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::files::sibling;
+    use super::super::files::{sibling, take_synced};
     use super::super::{host, journal};
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt};
@@ -258,6 +261,29 @@ mod tests {
         fs::remove_dir_all(&root).unwrap();
     }
 
+    /// A power loss right after any step leaves the old file or the new one, and the backup is
+    /// on disk (file and directory) before the original is replaced (files.rs module doc).
+    #[test]
+    fn syncs_the_backup_before_the_original_is_replaced_and_each_name_after() {
+        let (root, p) = tree("durable");
+        let (run_dir, etc) = (root.join("run/smolmix-vpn"), root.join("etc"));
+        let backup = run_dir.join(BACKUP_NAME);
+        fs::write(&p.resolv_conf, "nameserver 198.51.100.1\n").unwrap();
+        let mut h = Host::open(&run_dir).unwrap();
+        take_synced();
+        apply_file(&mut h, &p.resolv_conf, &backup, &ips(&["192.0.2.53"])).unwrap();
+        // Ours (bytes), the backup (its inode, then its name), then the rename onto the path.
+        assert_eq!(take_synced(), [staging(&p.resolv_conf), backup.clone(), run_dir.clone(), etc.clone()]);
+        fs::write(&p.resolv_conf, "nameserver 203.0.113.9\n").unwrap(); // overwritten: re-asserted
+        assert!(reassert_file(&p.resolv_conf, &ips(&["192.0.2.53"])).unwrap());
+        assert_eq!(take_synced(), [staging(&p.resolv_conf), etc.clone()]);
+        // The stop: the original back onto its name, then the backup's name gone.
+        assert_eq!(h.rollback(), Vec::<String>::new());
+        assert_eq!(take_synced(), [etc, run_dir]);
+        assert_eq!(fs::read(&p.resolv_conf).unwrap(), b"nameserver 198.51.100.1\n");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn restores_a_regular_file_exactly() {
         let (root, p) = tree("regular");
@@ -332,9 +358,18 @@ mod tests {
             }
             let backup = shm.join(BACKUP_NAME);
             let mut h = Host::open(&shm).unwrap();
+            take_synced();
             apply_file(&mut h, &p.resolv_conf, &backup, &ips(&["192.0.2.53"])).unwrap();
             assert!(is_ours(&p.resolv_conf));
+            // The copy's bytes (a regular file; a symlink has none to sync), then its name.
+            let copy: &[PathBuf] = if original.is_none() { std::slice::from_ref(&backup) } else { &[] };
+            let etc = root.join("etc");
+            assert_eq!(take_synced(), [&[staging(&p.resolv_conf)], copy, &[shm.clone(), etc.clone()]].concat());
             assert_eq!(restore_file(&p.resolv_conf, &backup), Ok(Restored::Exact));
+            // An exact copy beside the path (synced), renamed onto it, then the backup's name gone.
+            let restored = sibling(&p.resolv_conf, "smolmix-vpn.restore");
+            let copy: &[PathBuf] = if original.is_none() { std::slice::from_ref(&restored) } else { &[] };
+            assert_eq!(take_synced(), [copy, &[etc, shm.clone()]].concat());
             match original {
                 Some(target) => assert_eq!(fs::read_link(&p.resolv_conf).unwrap(), PathBuf::from(target)),
                 None => assert_eq!(fs::read(&p.resolv_conf).unwrap(), b"nameserver 198.51.100.1\n"),
