@@ -17,7 +17,7 @@ CURRENT_SUITE=perapp
 source "$(dirname "$0")/lib.sh"
 TMP=$(mktemp -d /tmp/smx-perapp.XXXXXX)
 app="smx-pa-$$" app2="smx-pb-$$"
-cleanup() { rm -f "${STI:-}"; for ns in "$app" "$app2"; do ip netns del "$ns" 2>/dev/null || true; done; cleanup_all; }
+cleanup() { rm -f "${STI:-}" "${CHK:-}"; for ns in "$app" "$app2"; do ip netns del "$ns" 2>/dev/null || true; done; cleanup_all; }
 trap cleanup EXIT
 setup_topology "smx-pa-$$"
 setup_exit_nat
@@ -122,9 +122,10 @@ t_shell() {
 }
 t_exit_status() { local rc=0; vx -- sh -c 'exit 7' || rc=$?; [[ $rc -eq 7 ]]; }
 # The caller's terminal. Under script(1) our commands get a terminal of their own, as under a
-# user's shell; the program exec starts must not be able to push input into it (TIOCSTI, which
-# this kernel allows: dev.tty.legacy_tiocsti=1), and gets a pty of its own when stdin and
-# stdout are terminals.
+# user's shell. The program exec starts gets a pty of its own when any of its stdin, stdout
+# and stderr would be a terminal, and none of these is the caller's: it cannot push input into
+# the caller's terminal (TIOCSTI, which this kernel allows: dev.tty.legacy_tiocsti=1; into its
+# own pty it may) nor read what is typed there.
 STI=$(mktemp /tmp/smx-sti.XXXXXX.py)
 chmod 0644 "$STI"
 cat >"$STI" <<-'EOP'
@@ -135,11 +136,32 @@ cat >"$STI" <<-'EOP'
 	except OSError as e:
 	    print("refused errno", e.errno)
 EOP
+# What is waiting in the caller's terminal's input once the program is done. Besides what a
+# program pushed, script(1) may have put there what it read from our stdin (seen: a NUL).
+CHK=$(mktemp /tmp/smx-sti-check.XXXXXX.py)
+chmod 0644 "$CHK"
+cat >"$CHK" <<-'EOP'
+	import os, select, termios
+	old = termios.tcgetattr(2)
+	new = termios.tcgetattr(2)
+	new[3] &= ~(termios.ICANON | termios.ECHO)
+	new[6][termios.VMIN], new[6][termios.VTIME] = 0, 0
+	termios.tcsetattr(2, termios.TCSANOW, new)
+	ready = select.select([2], [], [], 0.5)[0]
+	print("caller's input:", repr(os.read(2, 64) if ready else b""))
+	termios.tcsetattr(2, termios.TCSANOW, old)
+EOP
 in_terminal() { script -qec "$1" /dev/null; }
 vx_line="nsenter --net=/run/netns/$c env SMOLMIX_RUN_DIR=$TMP/run SUDO_UID=65534 SUDO_GID=65534 $SMX_BIN/smolmix-vpn exec"
-# stdin a file: no pty, so the program's stderr is still the caller's terminal.
-t_tiocsti() { in_terminal "$vx_line -- /usr/bin/python3 $STI </dev/null" | tee "$TMP/sti.out" | grep -q 'refused errno 1'; }
-t_tiocsti_control() { in_terminal "setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 $STI </dev/null" | tee "$TMP/sti-control.out" | grep -q INJECTED; }
+# stdin a file: the pty only for stdout and stderr.
+t_tiocsti() {
+	in_terminal "$vx_line -- /usr/bin/python3 $STI </dev/null; /usr/bin/python3 $CHK" </dev/null >"$TMP/sti.out"
+	grep -a "^caller's input: " "$TMP/sti.out" && ! grep -a "^caller's input: " "$TMP/sti.out" | grep -q '#'
+}
+t_tiocsti_control() {
+	in_terminal "setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 $STI </dev/null; /usr/bin/python3 $CHK" </dev/null >"$TMP/sti-control.out"
+	grep -a "^caller's input: " "$TMP/sti-control.out" | grep -q '#'
+}
 t_pty() {
 	local outer inner
 	# Only the device name: the terminal also echoes whatever script(1) read from our stdin
@@ -148,6 +170,16 @@ t_pty() {
 	inner=$(in_terminal "$vx_line -- tty" </dev/null | grep -ao '/dev/pts/[0-9]*' | tail -n1)
 	echo "caller's terminal $outer, the program's $inner"
 	[[ $inner == /dev/pts/* && $outer == /dev/pts/* && $inner != "$outer" ]]
+}
+# Only stderr a terminal (`exec -- CMD </dev/null | tee LOG`): the pty takes stderr's place; the
+# file and the pipe reach the program as they are.
+t_pty_stderr() {
+	local outer fds
+	outer=$(in_terminal "readlink /proc/self/fd/2 </dev/null | cat" </dev/null | grep -ao '/dev/pts/[0-9]*' | tail -n1)
+	fds=$(in_terminal "$vx_line -- readlink /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2 </dev/null | cat" </dev/null | tr -d '\r')
+	echo "caller's terminal $outer; the program's fds 0-2:" $fds
+	[[ $outer == /dev/pts/* ]] && grep -qx /dev/null <<<"$fds" && grep -q '^pipe:' <<<"$fds" &&
+	[[ $(grep -ao '^/dev/pts/[0-9]*' <<<"$fds") == /dev/pts/* && $(grep -ao '^/dev/pts/[0-9]*' <<<"$fds") != "$outer" ]]
 }
 t_pty_status() { local rc=0; in_terminal "$vx_line -- sh -c 'echo hello; exit 7'" >"$TMP/pty.out" || rc=$?; [[ $rc -eq 7 ]] && grep -q hello "$TMP/pty.out"; }
 t_wrong_ns() { ! vx --netns smx-nope -- true 2>"$TMP/wrongns.err" && grep -q 'smx-nope' "$TMP/wrongns.err"; }
@@ -243,8 +275,9 @@ check "exec with no command starts a shell whose programs use the tunnel" t_shel
 check "exec --netns of another namespace is refused, naming it" t_wrong_ns
 check "nsswitch.conf inside: hosts by files and dns only, other databases kept (control: the host's line outside)" t_nsswitch
 check "positive control: a program on the caller's terminal can push input into it (TIOCSTI)" t_tiocsti_control
-check "a program started by exec cannot (it runs in a session of its own)" t_tiocsti
+check "a program started by exec cannot (a session and a pty of its own)" t_tiocsti
 check "with a terminal, the program gets a pty of its own, not the caller's" t_pty
+check "with only stderr a terminal, the program's stderr is a pty of its own; stdin and stdout pass as they are" t_pty_stderr
 check "through the pty, its output and exit status (7) come back" t_pty_status
 
 pretty "$c" "stop"

@@ -19,8 +19,8 @@
 //!    The same for `/etc/nsswitch.conf` when it exists: the host's, with its `hosts:` line
 //!    replaced by `files dns`, so no NSS module (resolve, mdns, myhostname's peers) asks a
 //!    daemon outside the namespace; passwd and group stay as the host has them;
-//! 5. a session of its own, on a pty of its own when the caller has a terminal ([`super::pty`]:
-//!    no TIOCSTI into the caller's shell);
+//! 5. a session of its own, on a pty of its own when any of the caller's stdin, stdout and
+//!    stderr is a terminal ([`super::pty`]: no TIOCSTI into the caller's shell, no reading it);
 //! 6. the user's identity: ambient capabilities cleared, the bounding set emptied, supplementary
 //!    groups from getgrouplist(3), gid, uid, every capability set zeroed, `PR_SET_NO_NEW_PRIVS`,
 //!    then `PR_SET_PDEATHSIG` so the program does not outlive an `exec` that is killed.
@@ -52,6 +52,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::{getgrouplist, pipe2, setgroups, setresgid, setresuid, Gid, Uid, User};
 
 use super::netns::{self, NetnsError};
+use super::pty::Terminals;
 
 /// Resolver socket directories hidden from CMD: systemd-resolved (varlink + stub files), nscd
 /// (`/var/run` is usually `/run`; duplicates are merged), avahi (nss-mdns sends `.local`
@@ -297,8 +298,8 @@ struct ChildPlan {
     cap_last: u32,
     parent: u32,
     report: OwnedFd,
-    /// The pty's slave, to become the child's controlling terminal and stdio.
-    tty: Option<std::os::fd::RawFd>,
+    /// The pty's slave, to become the child's controlling terminal and terminal stdio.
+    tty: Option<(std::os::fd::RawFd, Terminals)>,
 }
 
 /// Runs `spec.program` as described in the module doc and waits for it; returns the exit code
@@ -309,15 +310,16 @@ pub fn exec(spec: &ExecSpec) -> Result<i32, ExecError> {
     // caller's terminal (Ctrl-C) or a service manager sends us is passed on, as sudo does.
     let _forwarding = super::pty::forward_signals(child.id());
     let status = match master {
-        Some(master) => super::pty::relay(master, &mut child),
+        Some((master, terminals)) => super::pty::relay(master, terminals, &mut child),
         None => child.wait(),
     };
     Ok(exit_code(status.map_err(|source| ExecError::Io { what: "wait for the command", source })?))
 }
 
 /// Resolves the user, prepares the sandbox and starts the program.
-/// Returns the child and, when it got a pty, the pty's master for [`super::pty::relay`].
-pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
+/// Returns the child and, when it got a pty, the pty's master and the caller's terminals for
+/// [`super::pty::relay`].
+pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<(OwnedFd, Terminals)>), ExecError> {
     let choice = choose_user(spec.user.as_deref(), |v| std::env::var(v).ok(), Uid::current().as_raw())?;
     let (user, gid) = lookup(&choice)?;
     let name = CString::new(user.name.as_bytes()).map_err(|_| ExecError::UnknownUser(user.name.clone()))?;
@@ -363,7 +365,7 @@ pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
         cap_last,
         parent: std::process::id(),
         report: report_tx,
-        tty: pty.as_ref().map(|p| p.slave.as_raw_fd()),
+        tty: pty.as_ref().map(|p| (p.slave.as_raw_fd(), p.terminals)),
     };
     tracing::debug!(user = %user.name, uid = %user.uid, %gid, ns = %spec.netns, masks = ?masks, resolv = %dst.display(), "exec");
 
@@ -378,7 +380,7 @@ pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
     let spawned = cmd.spawn();
     drop(cmd); // closes our copy of the report pipe's write end (moved into the closure)
                // Only the child may hold the slave now: the master reports the end once it lets go.
-    let master = pty.map(|p| p.master);
+    let master = pty.map(|p| (p.master, p.terminals));
     spawned.map(|child| (child, master)).map_err(|source| {
         let mut steps = Vec::new();
         let _ = File::from(report_rx).read_to_end(&mut steps);
