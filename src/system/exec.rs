@@ -28,10 +28,7 @@
 //! The host is not changed: every mount, the resolv.conf's tmpfs included, lives in the child's
 //! private mount namespace and goes away with its last process, so nothing needs journalling.
 //!
-//! Who runs CMD ([`choose_user`]): `--user` if given (the only way to get root); else the sudo
-//! (or pkexec) caller; else the real uid if it is not root; else we refuse. Users of
-//! namespaced-openvpn and vopono run apps as themselves (docs/peers.md §6–§7); a browser started as
-//! root by accident writes root-owned files into a home directory and has no sandbox at all.
+//! Who runs CMD, and why never root by accident: exec_user.rs.
 //!
 //! Limits (as for every netns tool, docs/peers.md §12.3): a program can still ask a process outside
 //! to connect for it over IPC, e.g. D-Bus to systemd-resolved's `org.freedesktop.resolve1`.
@@ -49,8 +46,10 @@ use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::Signal;
-use nix::unistd::{getgrouplist, pipe2, setgroups, setresgid, setresuid, Gid, Uid, User};
+use nix::unistd::{getgrouplist, pipe2, setgroups, setresgid, setresuid, Gid, Uid};
 
+use super::exec_user::lookup;
+pub use super::exec_user::{choose_user, UserChoice};
 use super::netns::{self, NetnsError};
 use super::pty::Terminals;
 
@@ -134,46 +133,6 @@ pub struct ExecSpec {
     pub program: Option<OsString>,
     /// The program's arguments.
     pub args: Vec<OsString>,
-}
-
-/// Who to become, before looking it up in the user database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserChoice {
-    /// A user name.
-    Name(String),
-    /// A numeric user.
-    Id {
-        /// The user id.
-        uid: u32,
-        /// The group id, when the caller's is known (`SUDO_GID`); else the user's primary group.
-        gid: Option<u32>,
-    },
-}
-
-/// Picks the user CMD runs as; see the module doc for the order and why root needs `--user`.
-pub fn choose_user(
-    explicit: Option<&str>,
-    env: impl Fn(&str) -> Option<String>,
-    real_uid: u32,
-) -> Result<UserChoice, ExecError> {
-    if let Some(u) = explicit {
-        let id = |uid| UserChoice::Id { uid, gid: None };
-        return Ok(u.parse().map_or_else(|_| UserChoice::Name(u.to_string()), id));
-    }
-    let id = |var: &'static str| -> Result<Option<u32>, ExecError> {
-        env(var).map(|v| v.trim().parse::<u32>().map_err(|_| ExecError::BadEnv { var, value: v })).transpose()
-    };
-    // sudo sets SUDO_UID/SUDO_GID to the caller; pkexec sets PKEXEC_UID. A caller that is itself
-    // root (uid 0) gives no hint of another user, so it falls through to the refusal below.
-    let caller = match id("SUDO_UID")? {
-        Some(uid) => Some((uid, id("SUDO_GID")?)),
-        None => id("PKEXEC_UID")?.map(|uid| (uid, None)),
-    };
-    match caller {
-        Some((uid, gid)) if uid != 0 => Ok(UserChoice::Id { uid, gid }),
-        _ if real_uid != 0 => Ok(UserChoice::Id { uid: real_uid, gid: None }),
-        _ => Err(ExecError::RootRefused),
-    }
 }
 
 /// The resolv.conf CMD sees: only the tunnel's servers. No `search` line: the host's search
@@ -436,20 +395,6 @@ fn login_shell(shell: &Path) -> OsString {
     }
 }
 
-fn lookup(choice: &UserChoice) -> Result<(User, Gid), ExecError> {
-    let io = |e: nix::Error| ExecError::Io { what: "read the user database", source: e.into() };
-    let (found, gid) = match choice {
-        UserChoice::Name(n) => (User::from_name(n).map_err(io)?, None),
-        UserChoice::Id { uid, gid } => (User::from_uid(Uid::from_raw(*uid)).map_err(io)?, *gid),
-    };
-    let user = found.ok_or_else(|| match choice {
-        UserChoice::Name(n) => ExecError::UnknownUser(n.clone()),
-        UserChoice::Id { uid, .. } => ExecError::UnknownUser(format!("uid {uid}")),
-    })?;
-    let gid = gid.map(Gid::from_raw).unwrap_or(user.gid);
-    Ok((user, gid))
-}
-
 /// The first existing directory of `candidates` that is not on the way to `dst` (covering it
 /// would hide the bind target).
 fn stage_dir(candidates: &[&str], dst: &Path, is_dir: impl Fn(&Path) -> bool) -> Option<PathBuf> {
@@ -591,38 +536,6 @@ mod tests {
         let with_path = child_env([(OsString::from("PATH"), OsString::from("/opt/bin"))].into_iter());
         assert_eq!(with_path, [(OsString::from("PATH"), OsString::from("/opt/bin"))]);
     }
-    use std::collections::HashMap;
-
-    fn pick(explicit: Option<&str>, pairs: &[(&str, &str)], real_uid: u32) -> Result<UserChoice, ExecError> {
-        let m: HashMap<&str, &str> = pairs.iter().copied().collect();
-        choose_user(explicit, |k| m.get(k).map(|v| v.to_string()), real_uid)
-    }
-    const fn id(uid: u32, gid: Option<u32>) -> UserChoice {
-        UserChoice::Id { uid, gid }
-    }
-
-    #[test]
-    fn user_explicit_wins_else_the_sudo_caller() {
-        let sudo = [("SUDO_UID", "1000"), ("SUDO_GID", "100"), ("PKEXEC_UID", "2000")];
-        assert_eq!(pick(Some("alice"), &sudo, 0).unwrap(), UserChoice::Name("alice".into()));
-        assert_eq!(pick(Some("root"), &[], 0).unwrap(), UserChoice::Name("root".into()));
-        assert_eq!(pick(Some("0"), &[], 0).unwrap(), id(0, None));
-        assert_eq!(pick(None, &sudo, 0).unwrap(), id(1000, Some(100)));
-        assert_eq!(pick(None, &[("PKEXEC_UID", "2000")], 0).unwrap(), id(2000, None));
-        // Not root and not under sudo (e.g. file capabilities): the real user.
-        assert_eq!(pick(None, &[], 1001).unwrap(), id(1001, None));
-    }
-
-    #[test]
-    fn user_root_is_never_a_silent_default() {
-        assert!(matches!(pick(None, &[], 0), Err(ExecError::RootRefused)));
-        // `sudo` run from a root shell: the caller is root too.
-        assert!(matches!(pick(None, &[("SUDO_UID", "0")], 0), Err(ExecError::RootRefused)));
-        // A malformed variable is an error, not a fall back to root.
-        assert!(matches!(pick(None, &[("SUDO_UID", "x")], 0), Err(ExecError::BadEnv { .. })));
-        assert!(matches!(pick(None, &[("SUDO_UID", "5"), ("SUDO_GID", "")], 0), Err(ExecError::BadEnv { .. })));
-    }
-
     #[test]
     fn nsswitch_keeps_other_databases_and_makes_hosts_files_and_dns() {
         let host = "passwd: files systemd sss\n  hosts: files mdns4_minimal [NOTFOUND=return] resolve dns myhostname\n# hosts: a comment\ngroup: files\n";

@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod dns_check;
 pub mod exec;
+mod exec_user;
 pub mod files;
 pub mod firewall;
 pub mod host;
