@@ -28,7 +28,7 @@
 //! The host is not changed: every mount, the resolv.conf's tmpfs included, lives in the child's
 //! private mount namespace and goes away with its last process, so nothing needs journalling.
 //!
-//! Who runs CMD, and why never root by accident: exec_user.rs.
+//! Who runs CMD, and why never root by accident nor anyone but the sudo caller: exec_user.rs.
 //!
 //! Limits (as for every netns tool, docs/peers.md §12.3): a program can still ask a process outside
 //! to connect for it over IPC, e.g. D-Bus to systemd-resolved's `org.freedesktop.resolve1`.
@@ -48,8 +48,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::unistd::{getgrouplist, pipe2, setgroups, setresgid, setresuid, Gid, Uid};
 
-use super::exec_user::lookup;
-pub use super::exec_user::{choose_user, UserChoice};
+pub use super::exec_user::{choose_user, delegated_caller, only_the_caller, target_user, UserChoice};
 use super::netns::{self, NetnsError};
 use super::pty::Terminals;
 
@@ -82,6 +81,16 @@ pub enum ExecError {
     /// The user database has no such name or uid.
     #[error("no such user: {0}")]
     UnknownUser(String),
+    /// Run through sudo (or pkexec) by one user, `--user` named another.
+    #[error("exec run by uid {caller} through sudo (or pkexec) runs programs only as that user, and --user {asked} is uid {uid}; leave --user out")]
+    NotTheCaller {
+        /// The sudo (or pkexec) caller's uid.
+        caller: u32,
+        /// `--user` as given.
+        asked: String,
+        /// The uid it names.
+        uid: u32,
+    },
     /// `up` configured no DNS servers for the tunnel.
     #[error("no DNS servers for the tunnel: pass --dns to `up`")]
     NoDns,
@@ -279,8 +288,7 @@ pub fn exec(spec: &ExecSpec) -> Result<i32, ExecError> {
 /// Returns the child and, when it got a pty, the pty's master and the caller's terminals for
 /// [`super::pty::relay`].
 pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<(OwnedFd, Terminals)>), ExecError> {
-    let choice = choose_user(spec.user.as_deref(), |v| std::env::var(v).ok(), Uid::current().as_raw())?;
-    let (user, gid) = lookup(&choice)?;
+    let (user, gid) = target_user(spec.user.as_deref())?;
     let name = CString::new(user.name.as_bytes()).map_err(|_| ExecError::UnknownUser(user.name.clone()))?;
     let groups = getgrouplist(&name, gid).map_err(|e| ExecError::Io { what: "getgrouplist", source: e.into() })?;
 
