@@ -100,6 +100,61 @@ t_dns_excluded() {
 	(( rc != 0 && rc != 124 )) && grep -q -- '--dns 192.0.2.2' "$TMP/excluded.err" && grep -qi 'dns' "$TMP/excluded.err"
 }
 
+# Durability, seen by strace -y (each fd with its path) on up: the backup (file and directory)
+# is fsynced before the original is replaced; ours, once in place, and /etc after it; the same
+# for the original when the stop puts it back. In this suite /etc/resolv.conf is a bind mount
+# (ip netns exec), so "in place" is a write into the mounted file; elsewhere it is a rename.
+cat >"$TMP/fsync_order.py" <<-'EOP'
+	import re, sys
+	lines = open(sys.argv[1]).read().splitlines()
+	state = sys.argv[2]
+	def first(pattern, after=-1):
+	    return next((i for i, l in enumerate(lines) if i > after and re.search(pattern, l)), None)
+	def synced(path):
+	    return r"fsync\(\d+<" + re.escape(path) + r">\) *= 0"
+	replace = r'openat\(AT_FDCWD[^,]*, "/etc/resolv.conf", O_WRONLY\|O_TRUNC|rename(at2?)?\(.*"/etc/resolv.conf".*\) *= 0'
+	s = {"backup": first(synced(state + "/resolv.conf.backup")), "backup's directory": first(synced(state))}
+	s["ours replaces the original"] = first(replace)
+	s["ours synced"] = first(synced("/etc/resolv.conf"), s["ours replaces the original"] or 0)
+	s["/etc synced"] = first(synced("/etc"), s["ours replaces the original"] or 0)
+	s["the original put back"] = first(replace, max(s["ours synced"] or 0, s["/etc synced"] or 0))
+	s["the original synced"] = first(synced("/etc/resolv.conf"), s["the original put back"] or 0)
+	s["/etc synced again"] = first(synced("/etc"), s["the original put back"] or 0)
+	print("; ".join(f"{k}: line {v}" for k, v in s.items()))
+	# Each later step is searched for after the one it follows; the backup's two, before.
+	v = list(s.values())
+	sys.exit(0 if None not in v and max(v[0], v[1]) < v[2] else 1)
+EOP
+# Stops the client started under strace: the signal goes to up itself (strace would forward a
+# SIGTERM and detach, and the restore would go unseen).
+stop_traced() { kill -TERM "$(cat "$TMP/run/lock")"; local rc=0; wait "$CLIENT_PID" || rc=$?; return $rc; }
+t_fsync_order() { python3 "$TMP/fsync_order.py" "$TMP/strace.out" "$TMP/state"; }
+
+# A journal line naming another resolv.conf than ours, e.g. /etc/modprobe.d/resolv.conf (root
+# writing there runs commands at the next module load), next to one naming ours, both with the
+# backup an interrupted run left. `down` runs with /etc an overlay private to its mount
+# namespace (so /etc/modprobe.d exists, and anything written there stays in a tmpfs), with
+# ns client's /etc/resolv.conf bound back on top.
+t_inject() {
+	cp -a "$RESOLV" "$TMP/state/resolv.conf.backup"
+	printf '%s\nnameserver 192.0.2.2\n' "$MARKER" >"$RESOLV"    # ours, as after a crash
+	printf '%s\n' "{\"undo\":\"restore_file\",\"path\":\"/etc/resolv.conf\",\"backup\":\"$TMP/state/resolv.conf.backup\"}" \
+		"{\"undo\":\"restore_file\",\"path\":\"/etc/modprobe.d/resolv.conf\",\"backup\":\"$TMP/state/resolv.conf.backup\"}" \
+		>"$TMP/run/journal"
+	n "$c" unshare -m --propagation private bash -s "$TMP" "$SMX_BIN" <<-'EOS' >"$TMP/inject.out" 2>&1
+	set -e
+	T=$1 BIN=$2
+	touch "$T/resolv-keep" && mount --bind /etc/resolv.conf "$T/resolv-keep"
+	mkdir -p "$T/ovl" && mount -t tmpfs tmpfs "$T/ovl" && mkdir "$T/ovl/up" "$T/ovl/work"
+	mount -t overlay overlay -o "lowerdir=/etc,upperdir=$T/ovl/up,workdir=$T/ovl/work" /etc
+	mount --bind "$T/resolv-keep" /etc/resolv.conf
+	mkdir -p /etc/modprobe.d
+	env SMOLMIX_RUN_DIR="$T/run" "$BIN/smolmix-vpn" down || echo "down: exit status $?"
+	echo "in /etc/modprobe.d: [$(ls -A /etc/modprobe.d)]"
+	EOS
+	cat "$TMP/inject.out"
+}
+
 pretty "$c" "positive controls, no tunnel: the oracles see direct DNS"
 check "getent answers 192.0.2.80 directly; the counter on the physical link counts it; dnsmasq sees 198.51.100.2" t_direct_lookup
 
@@ -122,6 +177,16 @@ check "resolv.conf identical to the original (sha256, mode, owner, type, size)" 
 check "every route, rule, address and device is restored" host_is_clean
 check "no backup left in the run dir, no temp file in /etc" t_no_leftovers
 
+pretty "$c" "durability: resolv.conf and its backup are fsynced, with their directories, in order"
+CLIENT_WRAP=(strace -f -y -qq -o "$TMP/strace.out" -e trace=openat,linkat,rename,renameat,renameat2,unlinkat,fsync,fdatasync)
+start_client --ipr "$IPR" --dns 192.0.2.2
+CLIENT_WRAP=()
+check "our resolv.conf is in place under strace" ours_in_file
+check "SIGTERM stops the traced client with exit status 0" stop_traced
+check "backup and its directory synced before the original is replaced; ours and /etc after; the same on the way back" t_fsync_order
+check "resolv.conf identical to the original after the traced run" t_restored
+check "host restored after the traced run" host_is_clean
+
 pretty "$c" "negative control: a DNS server that never answers is reported"
 start_client --ipr "$IPR" --dns 192.0.2.99 --dns-check-name smolmix.test
 check "within 8 s stderr warns 'DNS does not work through the tunnel' naming smolmix.test" t_dead_dns_warned
@@ -139,6 +204,13 @@ check "smolmix-vpn down succeeds" vpn down
 check "resolv.conf identical to the original after down" t_restored
 check "host restored after down" host_is_clean
 check "no backup left in the run dir, no temp file in /etc, after down" t_no_leftovers
+
+pretty "$c" "down replays only this configuration's resolver file"
+t_inject >/dev/null
+check "down refuses the line restoring into /etc/modprobe.d/resolv.conf, naming it" grep -q 'refusing a journal entry.*/etc/modprobe.d/resolv.conf' "$TMP/inject.out"
+check "nothing was written into /etc/modprobe.d" grep -qx 'in /etc/modprobe.d: \[\]' "$TMP/inject.out"
+check "positive control: the line naming /etc/resolv.conf, same backup, restored the original exactly" t_restored
+check "the backup is consumed, the journal gone" sh -c "[ ! -e '$TMP/state/resolv.conf.backup' ] && [ ! -e '$TMP/run/journal' ]"
 
 pretty "$c" "another program replaces resolv.conf while up"
 start_client --ipr "$IPR" --dns 192.0.2.2 --dns-check-name smolmix.test

@@ -141,7 +141,8 @@ start_client() {
 	# systemd-resolved, its bus and its /run live).
 	[[ -z ${CLIENT_IN_PID:-} ]] || enter=(nsenter --target "$CLIENT_IN_PID" --mount --net)
 	: >"$TMP/client.out"    # an old "connected" line must not count as readiness
-	"${enter[@]}" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
+	# CLIENT_WRAP=(CMD ARGS...): runs up under CMD (dns.sh: strace); CLIENT_PID is then CMD's.
+	"${enter[@]}" env SMOLMIX_RUN_DIR="$TMP/run" "${CLIENT_WRAP[@]}" "$SMX_BIN/smolmix-vpn" up "$@" >"$TMP/client.out" 2>"$TMP/client.err" &
 	CLIENT_PID=$!
 	wait_for 30 grep -q '^connected' "$TMP/client.out" || { echo "client did not connect:" >&3; cat "$TMP/client.err" >&3; return 1; }
 }

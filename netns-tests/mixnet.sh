@@ -143,8 +143,10 @@ log_since() { tail -n +"$(($2 + 1))" "$1"; }
 # --- smolmix-vpn -----------------------------------------------------------------------------------
 
 vpn() { n "$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" "$@"; }
-# vx CMD...: `smolmix-vpn exec --user nobody` in the per-app namespace.
-vx() { nsenter --net="/run/netns/$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" exec --user nobody -- "$@"; }
+# vx CMD...: `smolmix-vpn exec --user nobody` in the per-app namespace, by root itself: the
+# SUDO_ variables `sudo scripts/test.sh` passes down would make it a user's exec (only that
+# user, only the default run dir).
+vx() { nsenter --net="/run/netns/$c" env -u SUDO_UID -u SUDO_GID -u PKEXEC_UID SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" exec --user nobody -- "$@"; }
 # The connect steps up printed, each with its elapsed time: directory, the exit and why, its
 # release, the entry gateway's registration, the IPR session.
 t_steps() {

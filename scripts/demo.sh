@@ -50,7 +50,9 @@ CLIENT_NET_ONLY=1
 pretty "$c" "smolmix-vpn up --netns $app: the tunnel for one namespace only"
 start_client --ipr udp://198.51.100.1:51820 --netns "$app" --dns 192.0.2.2
 cat "$TMP/client.out"
-vx() { nsenter --net="/run/netns/$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" exec --user nobody "$@"; }
+# By root itself: under `sudo scripts/demo.sh` exec would otherwise serve the sudo caller only
+# (its own user, the default run dir).
+vx() { nsenter --net="/run/netns/$c" env -u SUDO_UID -u SUDO_GID -u PKEXEC_UID SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" exec --user nobody "$@"; }
 pretty "$app" "smolmix-vpn exec --user nobody -- curl http://192.0.2.2/: the server sees the exit"
 vx -- curl -sS -o /dev/null -w 'HTTP %{http_code}\n' http://192.0.2.2/mid.bin?app && tail -n 1 "$TMP/http.log"
 pretty "$c" "the same curl in ns client goes direct: the server sees the client"

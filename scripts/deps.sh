@@ -61,6 +61,7 @@ have iperf3   || need+=(iperf3)
 have ping     || need+=(iputils-ping)
 have ss       || need+=(iproute2)
 have setpriv  || need+=(util-linux)
+have strace   || need+=(strace)      # netns-tests/dns.sh: the fsyncs of resolv.conf and its backup
 have python3  || need+=(python3)
 have cc       || need+=(build-essential)
 have dbus-daemon || need+=(dbus)

@@ -1,7 +1,7 @@
 //! `smolmix-vpn`: the command-line client. The binary's edge: anyhow and user-facing messages
 //! live here, everything else is in the `smolmix` library.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use tokio::signal::unix::{signal, SignalKind};
 
-use smolmix::cli::{profile, Cli, Command, DirectoryArgs, ExecArgs, OnOff, UpArgs};
+use smolmix::cli::{profile, Cli, Command, DirectoryArgs, ExecArgs, OnOff, UpArgs, DEFAULT_RUN_DIR};
 use smolmix::driver::{self, Report, UpConfig};
 use smolmix::manual;
 use smolmix::system::exec::{self, ExecSpec};
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         // Before anything else: exec forks, and must do so before any runtime thread exists.
-        Command::Exec(args) => match cmd_exec(args, &cli.run_dir) {
+        Command::Exec(args) => match cmd_exec(args, &matches, &cli.run_dir) {
             // The command's own status, as sudo and `ip netns exec` pass it through.
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
             Err(e) => Err(e),
@@ -210,17 +210,56 @@ fn show(r: Report<'_>, notifier: Option<&Notifier>) {
 }
 
 /// `exec`: runs the command in the running per-app tunnel's namespace; returns its exit code.
-fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
+fn cmd_exec(args: ExecArgs, matches: &ArgMatches, run_dir: &Path) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("`smolmix-vpn exec` enters a network namespace and switches user: run it with sudo");
     }
-    let st = status::read(run_dir);
-    if st.as_ref().is_some_and(|s| s.state == State::Connecting) {
-        bail!("the tunnel is still connecting: wait for `smolmix-vpn status` to say connected");
-    }
-    let Some(st) = st.filter(|s| s.state.is_running()) else {
-        bail!("no tunnel is running: start one with `sudo smolmix-vpn up --netns NAME` first");
+    // Run through sudo by a user (a sudoers rule granting `smolmix-vpn exec`), exec serves that
+    // user: programs run only as them (exec_user.rs), and the status file, which names the
+    // namespace to enter, is read only from the default run dir, never one they could point at.
+    let caller = exec::delegated_caller(|v| std::env::var(v).ok())?;
+    let (run_dir, ignored) = match caller {
+        Some((uid, _)) => {
+            let ignored = directory_overrides(matches);
+            if !ignored.is_empty() {
+                eprintln!(
+                    "smolmix-vpn: warning: exec run through sudo by uid {uid} uses {DEFAULT_RUN_DIR}; ignored {}",
+                    ignored.join(", ")
+                );
+            }
+            (PathBuf::from(DEFAULT_RUN_DIR), ignored)
+        }
+        None => (run_dir.to_path_buf(), Vec::new()),
     };
+    // Who runs the program first: a refusal needs no tunnel.
+    exec::target_user(args.user.as_deref())?;
+    let none_running = || {
+        let mut why = format!("no tunnel is running (state in {})", run_dir.display());
+        if !ignored.is_empty() {
+            why.push_str(&format!("; under sudo {} is ignored", ignored.join(", ")));
+        }
+        anyhow::anyhow!("{why}: start one with `sudo smolmix-vpn up --netns NAME` first")
+    };
+    if std::fs::symlink_metadata(&run_dir).is_err() {
+        return Err(none_running());
+    }
+    // The status file says which namespace to enter and which DNS servers to show: trusted
+    // only from a directory nobody else can write (lock.rs, as `up` and `down` check it), and
+    // only while an `up` holds its lock there: a status file outlives a crash.
+    lock::check(&run_dir)?;
+    if !lock::held(&run_dir) {
+        return Err(none_running());
+    }
+    let connecting =
+        || anyhow::anyhow!("the tunnel is still connecting: wait for `smolmix-vpn status` to say connected");
+    // An `up` alive without a status yet has only just started.
+    let st = status::read(&run_dir).ok_or_else(connecting)?;
+    if st.state == State::Connecting {
+        return Err(connecting());
+    }
+    if !st.state.is_running() {
+        return Err(none_running());
+    }
     let Some(ns) = st.netns else {
         bail!("the running tunnel covers the whole host (it was not started with --netns); run the program directly");
     };
@@ -240,6 +279,29 @@ fn cmd_exec(args: ExecArgs, run_dir: &Path) -> Result<i32> {
     let mut command = args.command.into_iter();
     let spec = ExecSpec { netns: ns, user: args.user, dns, program: command.next(), args: command.collect() };
     exec::exec(&spec).context("smolmix-vpn exec")
+}
+
+/// The directory options given on the command line or in the environment (not defaults), as
+/// the user would recognise them: `--run-dir DIR` or `SMOLMIX_RUN_DIR=DIR`.
+fn directory_overrides(matches: &ArgMatches) -> Vec<String> {
+    use clap::parser::ValueSource;
+    let given = [("run_dir", "--run-dir ", "SMOLMIX_RUN_DIR="), ("state_dir", "--state-dir ", "SMOLMIX_STATE_DIR=")];
+    given
+        .into_iter()
+        .filter_map(|(id, flag, var)| {
+            // Globals may be given before or after the subcommand; clap records either.
+            let m = [Some(matches), matches.subcommand_matches("exec")]
+                .into_iter()
+                .flatten()
+                .max_by_key(|m| m.value_source(id))?;
+            let value = m.get_one::<PathBuf>(id)?.display();
+            match m.value_source(id)? {
+                ValueSource::CommandLine => Some(format!("{flag}{value}")),
+                ValueSource::EnvVariable => Some(format!("{var}{value}")),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 #[cfg(feature = "mixnet")]
@@ -306,7 +368,7 @@ fn cmd_down(run_dir: &Path, state_dir: &Path, stale: bool) -> Result<()> {
             stopped = true;
         }
         pending = journal::load(run_dir).map(|u| u.len()).unwrap_or(0);
-        failures = host::recover(run_dir);
+        failures = host::recover(run_dir, &dns_paths(state_dir).journal_context());
         status::remove(run_dir);
     }
     let restored = match recover_state(state_dir) {
@@ -345,8 +407,14 @@ fn service_did_not_stop_cleanly() -> Option<String> {
 }
 
 /// The host's resolver file, whose backup may outlive the run dir.
-fn resolv_conf() -> std::path::PathBuf {
+fn resolv_conf() -> PathBuf {
     system::dns::DnsPaths::default().resolv_conf
+}
+
+/// The resolver files of `up` with `state_dir`, as `UpConfig::dns_paths` makes them: what a
+/// journal may name (host.rs `recover`) and where a backup may wait.
+fn dns_paths(state_dir: &Path) -> system::dns::DnsPaths {
+    system::dns::DnsPaths { backup_dir: state_dir.to_path_buf(), ..Default::default() }
 }
 
 /// Restores resolv.conf from a backup the journal no longer knows of (dns.rs); refuses a
@@ -356,8 +424,7 @@ fn recover_state(state_dir: &Path) -> std::result::Result<bool, String> {
         return Ok(false);
     }
     lock::check(state_dir).map_err(|e| e.to_string())?;
-    let paths = system::dns::DnsPaths { backup_dir: state_dir.to_path_buf(), ..Default::default() };
-    paths.recover_backup()
+    dns_paths(state_dir).recover_backup()
 }
 
 fn cmd_status(run_dir: &Path, json: bool) -> Result<()> {

@@ -20,6 +20,11 @@ use crate::transport::{IprAddr, OpenOptions, TrafficProfile};
 
 /// Default TUN name (docs/design.md §3.1).
 pub const DEFAULT_TUN: &str = "smx0";
+/// The run dir when neither `--run-dir` nor `SMOLMIX_RUN_DIR` says otherwise; the only one
+/// `exec` uses under sudo (smolmix-vpn.rs `cmd_exec`).
+pub const DEFAULT_RUN_DIR: &str = "/run/smolmix-vpn";
+/// The state dir when neither `--state-dir` nor `SMOLMIX_STATE_DIR` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/smolmix-vpn";
 /// Linux interface names are at most 15 bytes (IFNAMSIZ − 1).
 const IFNAMSIZ_MAX: usize = 15;
 /// IPv6 requires 1280 (RFC 8200 §5); below 576 IPv4 itself breaks (RFC 791).
@@ -48,13 +53,13 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
-    /// Where the journal of host changes and the status file live.
-    #[arg(long, global = true, env = "SMOLMIX_RUN_DIR", default_value = "/run/smolmix-vpn")]
+    /// Where the journal of host changes and the status file live (not for `exec` under sudo).
+    #[arg(long, global = true, env = "SMOLMIX_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
 
     /// Where what must survive a reboot lives: the backup of /etc/resolv.conf, restored by
     /// `down` (or the next `up`) even when a power loss took the run dir's journal.
-    #[arg(long, global = true, env = "SMOLMIX_STATE_DIR", default_value = "/var/lib/smolmix-vpn")]
+    #[arg(long, global = true, env = "SMOLMIX_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
     /// Where `up NAME` looks for the saved profile NAME.toml.
@@ -226,7 +231,8 @@ pub struct ExecArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_netns)]
     pub netns: Option<String>,
 
-    /// User to run as, name or uid (default: the user who invoked sudo).
+    /// User to run as, name or uid (default: the user who invoked sudo; under sudo, only that
+    /// user).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
 

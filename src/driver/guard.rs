@@ -69,7 +69,7 @@ impl HostGuard {
     /// undo failures of an earlier run worth a warning.
     pub(super) fn begin(cfg: &UpConfig) -> Result<(HostGuard, Vec<String>), HostError> {
         if !cfg.full_tunnel() {
-            let (host, failures) = Host::take_over(&cfg.run_dir, None)?;
+            let (host, failures) = Host::take_over(&cfg.run_dir, None, &cfg.dns_paths().journal_context())?;
             let guard =
                 HostGuard { host, kill_switch: false, nets: LocalNets::default(), routed: false, watch: Watch::Off };
             return Ok((guard, failures));
@@ -85,7 +85,7 @@ impl HostGuard {
         let nets = read_nets(cfg);
         let mut ks = kill_switch(cfg);
         ks.nets = HostNets::from(&nets);
-        let (host, failures) = Host::take_over(&cfg.run_dir, Some(&ks))?;
+        let (host, failures) = Host::take_over(&cfg.run_dir, Some(&ks), &cfg.dns_paths().journal_context())?;
         Ok((HostGuard { host, kill_switch: true, nets, routed: false, watch }, failures))
     }
 

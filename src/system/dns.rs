@@ -56,7 +56,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Component, Path, PathBuf};
 
 use super::files::{restore_file, BACKUP_NAME};
-use super::host::{run, Host};
+use super::host::{run, Host, JournalContext};
 use super::journal::Undo;
 use super::resolv_conf::apply_file;
 // Defined with the file mode, the lower of the two modules; the driver names them from here.
@@ -88,6 +88,13 @@ impl DnsPaths {
     /// Where the original resolv.conf is kept while we are up.
     pub fn backup(&self) -> PathBuf {
         self.backup_dir.join(BACKUP_NAME)
+    }
+
+    /// The files a journal written with these paths may name: [`apply`] journals only
+    /// `resolv_conf` (in both file mode and resolved's uplink mode), its staging file and
+    /// [`DnsPaths::backup`]. What `up` and `down` pass to [`super::host::recover`].
+    pub fn journal_context(&self) -> JournalContext {
+        JournalContext::new(&self.resolv_conf, &self.backup())
     }
 
     /// Puts the original resolv.conf back if its backup outlived the journal that knew of it

@@ -19,8 +19,8 @@
 //!    The same for `/etc/nsswitch.conf` when it exists: the host's, with its `hosts:` line
 //!    replaced by `files dns`, so no NSS module (resolve, mdns, myhostname's peers) asks a
 //!    daemon outside the namespace; passwd and group stay as the host has them;
-//! 5. a session of its own, on a pty of its own when the caller has a terminal ([`super::pty`]:
-//!    no TIOCSTI into the caller's shell);
+//! 5. a session of its own, on a pty of its own when any of the caller's stdin, stdout and
+//!    stderr is a terminal ([`super::pty`]: no TIOCSTI into the caller's shell, no reading it);
 //! 6. the user's identity: ambient capabilities cleared, the bounding set emptied, supplementary
 //!    groups from getgrouplist(3), gid, uid, every capability set zeroed, `PR_SET_NO_NEW_PRIVS`,
 //!    then `PR_SET_PDEATHSIG` so the program does not outlive an `exec` that is killed.
@@ -28,10 +28,7 @@
 //! The host is not changed: every mount, the resolv.conf's tmpfs included, lives in the child's
 //! private mount namespace and goes away with its last process, so nothing needs journalling.
 //!
-//! Who runs CMD ([`choose_user`]): `--user` if given (the only way to get root); else the sudo
-//! (or pkexec) caller; else the real uid if it is not root; else we refuse. Users of
-//! namespaced-openvpn and vopono run apps as themselves (docs/peers.md §6–§7); a browser started as
-//! root by accident writes root-owned files into a home directory and has no sandbox at all.
+//! Who runs CMD, and why never root by accident nor anyone but the sudo caller: exec_user.rs.
 //!
 //! Limits (as for every netns tool, docs/peers.md §12.3): a program can still ask a process outside
 //! to connect for it over IPC, e.g. D-Bus to systemd-resolved's `org.freedesktop.resolve1`.
@@ -49,9 +46,11 @@ use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::Signal;
-use nix::unistd::{getgrouplist, pipe2, setgroups, setresgid, setresuid, Gid, Uid, User};
+use nix::unistd::{getgrouplist, pipe2, setgroups, setresgid, setresuid, Gid, Uid};
 
+pub use super::exec_user::{choose_user, delegated_caller, only_the_caller, target_user, UserChoice};
 use super::netns::{self, NetnsError};
+use super::pty::Terminals;
 
 /// Resolver socket directories hidden from CMD: systemd-resolved (varlink + stub files), nscd
 /// (`/var/run` is usually `/run`; duplicates are merged), avahi (nss-mdns sends `.local`
@@ -82,6 +81,16 @@ pub enum ExecError {
     /// The user database has no such name or uid.
     #[error("no such user: {0}")]
     UnknownUser(String),
+    /// Run through sudo (or pkexec) by one user, `--user` named another.
+    #[error("exec run by uid {caller} through sudo (or pkexec) runs programs only as that user, and --user {asked} is uid {uid}; leave --user out")]
+    NotTheCaller {
+        /// The sudo (or pkexec) caller's uid.
+        caller: u32,
+        /// `--user` as given.
+        asked: String,
+        /// The uid it names.
+        uid: u32,
+    },
     /// `up` configured no DNS servers for the tunnel.
     #[error("no DNS servers for the tunnel: pass --dns to `up`")]
     NoDns,
@@ -133,46 +142,6 @@ pub struct ExecSpec {
     pub program: Option<OsString>,
     /// The program's arguments.
     pub args: Vec<OsString>,
-}
-
-/// Who to become, before looking it up in the user database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserChoice {
-    /// A user name.
-    Name(String),
-    /// A numeric user.
-    Id {
-        /// The user id.
-        uid: u32,
-        /// The group id, when the caller's is known (`SUDO_GID`); else the user's primary group.
-        gid: Option<u32>,
-    },
-}
-
-/// Picks the user CMD runs as; see the module doc for the order and why root needs `--user`.
-pub fn choose_user(
-    explicit: Option<&str>,
-    env: impl Fn(&str) -> Option<String>,
-    real_uid: u32,
-) -> Result<UserChoice, ExecError> {
-    if let Some(u) = explicit {
-        let id = |uid| UserChoice::Id { uid, gid: None };
-        return Ok(u.parse().map_or_else(|_| UserChoice::Name(u.to_string()), id));
-    }
-    let id = |var: &'static str| -> Result<Option<u32>, ExecError> {
-        env(var).map(|v| v.trim().parse::<u32>().map_err(|_| ExecError::BadEnv { var, value: v })).transpose()
-    };
-    // sudo sets SUDO_UID/SUDO_GID to the caller; pkexec sets PKEXEC_UID. A caller that is itself
-    // root (uid 0) gives no hint of another user, so it falls through to the refusal below.
-    let caller = match id("SUDO_UID")? {
-        Some(uid) => Some((uid, id("SUDO_GID")?)),
-        None => id("PKEXEC_UID")?.map(|uid| (uid, None)),
-    };
-    match caller {
-        Some((uid, gid)) if uid != 0 => Ok(UserChoice::Id { uid, gid }),
-        _ if real_uid != 0 => Ok(UserChoice::Id { uid: real_uid, gid: None }),
-        _ => Err(ExecError::RootRefused),
-    }
 }
 
 /// The resolv.conf CMD sees: only the tunnel's servers. No `search` line: the host's search
@@ -297,8 +266,8 @@ struct ChildPlan {
     cap_last: u32,
     parent: u32,
     report: OwnedFd,
-    /// The pty's slave, to become the child's controlling terminal and stdio.
-    tty: Option<std::os::fd::RawFd>,
+    /// The pty's slave, to become the child's controlling terminal and terminal stdio.
+    tty: Option<(std::os::fd::RawFd, Terminals)>,
 }
 
 /// Runs `spec.program` as described in the module doc and waits for it; returns the exit code
@@ -309,17 +278,17 @@ pub fn exec(spec: &ExecSpec) -> Result<i32, ExecError> {
     // caller's terminal (Ctrl-C) or a service manager sends us is passed on, as sudo does.
     let _forwarding = super::pty::forward_signals(child.id());
     let status = match master {
-        Some(master) => super::pty::relay(master, &mut child),
+        Some((master, terminals)) => super::pty::relay(master, terminals, &mut child),
         None => child.wait(),
     };
     Ok(exit_code(status.map_err(|source| ExecError::Io { what: "wait for the command", source })?))
 }
 
 /// Resolves the user, prepares the sandbox and starts the program.
-/// Returns the child and, when it got a pty, the pty's master for [`super::pty::relay`].
-pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
-    let choice = choose_user(spec.user.as_deref(), |v| std::env::var(v).ok(), Uid::current().as_raw())?;
-    let (user, gid) = lookup(&choice)?;
+/// Returns the child and, when it got a pty, the pty's master and the caller's terminals for
+/// [`super::pty::relay`].
+pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<(OwnedFd, Terminals)>), ExecError> {
+    let (user, gid) = target_user(spec.user.as_deref())?;
     let name = CString::new(user.name.as_bytes()).map_err(|_| ExecError::UnknownUser(user.name.clone()))?;
     let groups = getgrouplist(&name, gid).map_err(|e| ExecError::Io { what: "getgrouplist", source: e.into() })?;
 
@@ -363,7 +332,7 @@ pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
         cap_last,
         parent: std::process::id(),
         report: report_tx,
-        tty: pty.as_ref().map(|p| p.slave.as_raw_fd()),
+        tty: pty.as_ref().map(|p| (p.slave.as_raw_fd(), p.terminals)),
     };
     tracing::debug!(user = %user.name, uid = %user.uid, %gid, ns = %spec.netns, masks = ?masks, resolv = %dst.display(), "exec");
 
@@ -378,7 +347,7 @@ pub fn spawn(spec: &ExecSpec) -> Result<(Child, Option<OwnedFd>), ExecError> {
     let spawned = cmd.spawn();
     drop(cmd); // closes our copy of the report pipe's write end (moved into the closure)
                // Only the child may hold the slave now: the master reports the end once it lets go.
-    let master = pty.map(|p| p.master);
+    let master = pty.map(|p| (p.master, p.terminals));
     spawned.map(|child| (child, master)).map_err(|source| {
         let mut steps = Vec::new();
         let _ = File::from(report_rx).read_to_end(&mut steps);
@@ -432,20 +401,6 @@ fn login_shell(shell: &Path) -> OsString {
     } else {
         shell.as_os_str().to_owned()
     }
-}
-
-fn lookup(choice: &UserChoice) -> Result<(User, Gid), ExecError> {
-    let io = |e: nix::Error| ExecError::Io { what: "read the user database", source: e.into() };
-    let (found, gid) = match choice {
-        UserChoice::Name(n) => (User::from_name(n).map_err(io)?, None),
-        UserChoice::Id { uid, gid } => (User::from_uid(Uid::from_raw(*uid)).map_err(io)?, *gid),
-    };
-    let user = found.ok_or_else(|| match choice {
-        UserChoice::Name(n) => ExecError::UnknownUser(n.clone()),
-        UserChoice::Id { uid, .. } => ExecError::UnknownUser(format!("uid {uid}")),
-    })?;
-    let gid = gid.map(Gid::from_raw).unwrap_or(user.gid);
-    Ok((user, gid))
 }
 
 /// The first existing directory of `candidates` that is not on the way to `dst` (covering it
@@ -589,38 +544,6 @@ mod tests {
         let with_path = child_env([(OsString::from("PATH"), OsString::from("/opt/bin"))].into_iter());
         assert_eq!(with_path, [(OsString::from("PATH"), OsString::from("/opt/bin"))]);
     }
-    use std::collections::HashMap;
-
-    fn pick(explicit: Option<&str>, pairs: &[(&str, &str)], real_uid: u32) -> Result<UserChoice, ExecError> {
-        let m: HashMap<&str, &str> = pairs.iter().copied().collect();
-        choose_user(explicit, |k| m.get(k).map(|v| v.to_string()), real_uid)
-    }
-    const fn id(uid: u32, gid: Option<u32>) -> UserChoice {
-        UserChoice::Id { uid, gid }
-    }
-
-    #[test]
-    fn user_explicit_wins_else_the_sudo_caller() {
-        let sudo = [("SUDO_UID", "1000"), ("SUDO_GID", "100"), ("PKEXEC_UID", "2000")];
-        assert_eq!(pick(Some("alice"), &sudo, 0).unwrap(), UserChoice::Name("alice".into()));
-        assert_eq!(pick(Some("root"), &[], 0).unwrap(), UserChoice::Name("root".into()));
-        assert_eq!(pick(Some("0"), &[], 0).unwrap(), id(0, None));
-        assert_eq!(pick(None, &sudo, 0).unwrap(), id(1000, Some(100)));
-        assert_eq!(pick(None, &[("PKEXEC_UID", "2000")], 0).unwrap(), id(2000, None));
-        // Not root and not under sudo (e.g. file capabilities): the real user.
-        assert_eq!(pick(None, &[], 1001).unwrap(), id(1001, None));
-    }
-
-    #[test]
-    fn user_root_is_never_a_silent_default() {
-        assert!(matches!(pick(None, &[], 0), Err(ExecError::RootRefused)));
-        // `sudo` run from a root shell: the caller is root too.
-        assert!(matches!(pick(None, &[("SUDO_UID", "0")], 0), Err(ExecError::RootRefused)));
-        // A malformed variable is an error, not a fall back to root.
-        assert!(matches!(pick(None, &[("SUDO_UID", "x")], 0), Err(ExecError::BadEnv { .. })));
-        assert!(matches!(pick(None, &[("SUDO_UID", "5"), ("SUDO_GID", "")], 0), Err(ExecError::BadEnv { .. })));
-    }
-
     #[test]
     fn nsswitch_keeps_other_databases_and_makes_hosts_files_and_dns() {
         let host = "passwd: files systemd sss\n  hosts: files mdns4_minimal [NOTFOUND=return] resolve dns myhostname\n# hosts: a comment\ngroup: files\n";

@@ -9,11 +9,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::files::{self, BACKUP_NAME};
+use super::files;
 use super::firewall::{self, HostNets, KillSwitch};
 use super::journal::{self, Journal, JournalError, Undo};
 use super::mark::{self, FWMARK, SRC_VALID_MARK};
 use super::routes::{Cidr, RoutePlan, TableEntry, BACKSTOP_METRIC, RULE_PREF_BYPASS, RULE_PREF_TABLE, TABLE};
+use super::shape::own_shape;
+pub use super::shape::JournalContext;
 use super::tun::{LOCAL_V4, LOCAL_V6};
 
 /// Why a change to the host failed.
@@ -70,6 +72,8 @@ pub struct Host {
     recorded: Vec<Undo>,
     /// The throw routes of the host's own networks in our table now ([`Host::sync_throws`]).
     throws: Vec<Cidr>,
+    /// The resolver file this run replaced, for [`Host::rollback`]'s check ([`JournalContext`]).
+    resolver: Option<JournalContext>,
 }
 
 impl Host {
@@ -77,19 +81,23 @@ impl Host {
     /// that we start clean.
     pub fn open(run_dir: &Path) -> Result<Host, HostError> {
         let journal = Journal::open(run_dir)?;
-        Ok(Host { run_dir: run_dir.to_path_buf(), journal, recorded: Vec::new(), throws: Vec::new() })
+        Ok(Host { run_dir: run_dir.to_path_buf(), journal, recorded: Vec::new(), throws: Vec::new(), resolver: None })
     }
 
     /// Takes over what an earlier `up` left behind (a crash, a restart by systemd, the
     /// boot-time lockdown), without opening the host for an instant: `kill_switch`, when given,
     /// replaces the one in place in a single nft transaction ([`KillSwitch::script`]), and only
-    /// then is the rest of the old journal undone. Without one (split or per-app mode, which
-    /// the user chose) the old journal is simply replayed. Returns the new host and the undo
-    /// failures worth a warning.
-    pub fn take_over(run_dir: &Path, kill_switch: Option<&KillSwitch>) -> Result<(Host, Vec<String>), HostError> {
+    /// then is the rest of the old journal undone (its file lines checked against `files`).
+    /// Without one (split or per-app mode, which the user chose) the old journal is simply
+    /// replayed. Returns the new host and the undo failures worth a warning.
+    pub fn take_over(
+        run_dir: &Path,
+        kill_switch: Option<&KillSwitch>,
+        files: &JournalContext,
+    ) -> Result<(Host, Vec<String>), HostError> {
         let old = journal::load(run_dir)?;
         let Some(ks) = kill_switch else {
-            let failures = if old.is_empty() { Vec::new() } else { recover(run_dir) };
+            let failures = if old.is_empty() { Vec::new() } else { recover(run_dir, files) };
             return Ok((Host::open(run_dir)?, failures));
         };
         let mut host = Host::open(run_dir)?;
@@ -98,13 +106,19 @@ impl Host {
             host.journal.record(&ks_undo)?;
         }
         host.nft_script(&ks.script())?;
-        let (failures, kept) = replay(&old, |u| *u == ks_undo);
+        let (failures, kept) = replay(&old, Some(files), |u| *u == ks_undo);
         // What is left: our kill switch, and what could not be undone yet (for `down`).
         let mut now = vec![ks_undo];
         now.extend(kept);
         host.journal.rewrite(run_dir, &now)?;
         host.recorded = now;
         Ok((host, failures))
+    }
+
+    /// Says which resolver file and backup this run's journal names (resolv_conf.rs, before
+    /// it records them), so that [`Host::rollback`] replays exactly those.
+    pub fn expect_resolver(&mut self, files: JournalContext) {
+        self.resolver = Some(files);
     }
 
     /// The directory holding the journal.
@@ -256,11 +270,12 @@ impl Host {
         out.map(drop)
     }
 
-    /// Undoes everything recorded, newest first, and removes the journal.
+    /// Undoes everything recorded, newest first, and removes the journal. A line naming a file
+    /// other than the resolver file of [`Host::expect_resolver`] is refused, as by [`recover`];
+    /// one left by an earlier run with other paths was already replayed by `up`'s [`recover`].
     pub fn rollback(self) -> Vec<String> {
-        let run_dir = self.run_dir.clone();
         drop(self.journal);
-        recover(&run_dir)
+        recover_with(&self.run_dir, self.resolver.as_ref())
     }
 }
 
@@ -276,12 +291,19 @@ fn del_rule(add: &[String]) -> Vec<String> {
 
 /// Replays the journal in `run_dir` backwards, then removes it. Returns the failures that
 /// matter (an undo of something already gone is not one). Safe to call any number of times.
-pub fn recover(run_dir: &Path) -> Vec<String> {
+/// `files` names the resolver file and backup of the configuration in use; a line naming any
+/// other file is refused (and dropped), so `down` must be given the `up`'s state dir.
+pub fn recover(run_dir: &Path, files: &JournalContext) -> Vec<String> {
+    recover_with(run_dir, Some(files))
+}
+
+/// [`recover`], where `None` means that no file line is ours.
+fn recover_with(run_dir: &Path, files: Option<&JournalContext>) -> Vec<String> {
     let undos = match journal::load(run_dir) {
         Ok(u) => u,
         Err(e) => return vec![e.to_string()],
     };
-    let (mut failures, kept) = replay(&undos, |_| false);
+    let (mut failures, kept) = replay(&undos, files, |_| false);
     // A failed undo stays for the next `down` (a busy file, a resolver that was not up yet):
     // forgetting it would leave the host changed with nothing left that knows how to fix it.
     if let Err(e) = journal::replace(run_dir, &kept) {
@@ -290,13 +312,14 @@ pub fn recover(run_dir: &Path) -> Vec<String> {
     failures
 }
 
-/// Undoes `undos` newest first, but for those `keep` selects. Returns the failures that matter
-/// and the undos still to do (oldest first): the failed ones.
-fn replay(undos: &[Undo], keep: impl Fn(&Undo) -> bool) -> (Vec<String>, Vec<Undo>) {
+/// Undoes `undos` newest first, but for those `keep` selects, each checked by [`own_shape`]
+/// against `files`. Returns the failures that matter and the undos still to do (oldest
+/// first): the failed ones.
+fn replay(undos: &[Undo], files: Option<&JournalContext>, keep: impl Fn(&Undo) -> bool) -> (Vec<String>, Vec<Undo>) {
     let mut failures = Vec::new();
     let mut kept = Vec::new();
     for undo in undos.iter().rev().filter(|u| !keep(u)) {
-        if let Err(why) = own_shape(undo) {
+        if let Err(why) = own_shape(undo, files) {
             // Root replays this file: a line we would never have written is not run, and not
             // kept either (the next `down` would refuse it again).
             failures.push(format!("refusing a journal entry smolmix-vpn does not write ({why}): {undo:?}"));
@@ -344,68 +367,6 @@ fn apply(undo: &Undo) -> Result<(), String> {
     }
 }
 
-/// Whether `undo` has a shape this program writes: delete-only `ip` commands on links,
-/// addresses, routes and rules; deleting our own nft tables; the resolver file and its backup
-/// in `run_dir`; `resolvectl revert`; one sysctl back to 0 or 1; a namespace by a plain name.
-fn own_shape(undo: &Undo) -> Result<(), &'static str> {
-    let plain = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-            && !s.starts_with('-')
-    };
-    match undo {
-        Undo::Ip { args } => {
-            // Options first (`-n NS`, `-4`/`-6`, in either order), then the command.
-            let mut a: &[String] = args;
-            loop {
-                match a {
-                    [flag, rest @ ..] if flag == "-4" || flag == "-6" => a = rest,
-                    [flag, ns, rest @ ..] if flag == "-n" && plain(ns) => a = rest,
-                    _ => break,
-                }
-            }
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            match a.as_slice() {
-                ["link" | "addr" | "route" | "rule", "del", rest @ ..] if rest.iter().all(|s| plain(s)) => Ok(()),
-                // netns.rs: the TUN moved into a namespace is taken down again first.
-                ["link", "set", "dev", dev, "down"] if plain(dev) => Ok(()),
-                _ => Err("not an ip delete"),
-            }
-        }
-        Undo::Nft { args } if *args == firewall::undo_args() || *args == mark::undo_args() => Ok(()),
-        Undo::Nft { .. } => Err("not one of our nft tables"),
-        Undo::Resolvectl { args } => match args.as_slice() {
-            [verb, link] if verb == "revert" && plain(link) => Ok(()),
-            _ => Err("not resolvectl revert"),
-        },
-        Undo::Sysctl { key, value } if key == SRC_VALID_MARK && (value == "0" || value == "1") => Ok(()),
-        Undo::Sysctl { .. } => Err("not our sysctl"),
-        Undo::DeleteNetns { name } if plain(name) && !name.contains('/') => Ok(()),
-        Undo::DeleteNetns { .. } => Err("not a namespace name"),
-        Undo::RestoreFile { path, backup } if resolver_file(path) && is_backup(backup) => Ok(()),
-        Undo::RemoveFile { path } if resolver_file(path) => Ok(()),
-        Undo::RestoreFile { .. } | Undo::RemoveFile { .. } => Err("not the resolver file"),
-    }
-}
-
-/// The resolv.conf backup (dns.rs: in the state dir), by an absolute path.
-fn is_backup(path: &Path) -> bool {
-    absolute_named(path, |name| name == BACKUP_NAME)
-}
-
-/// `resolv.conf`, or the staging file beside it (resolv_conf.rs), by an absolute path.
-fn resolver_file(path: &Path) -> bool {
-    absolute_named(path, |name| matches!(name, "resolv.conf" | ".resolv.conf.smolmix-vpn.tmp"))
-}
-
-/// An absolute path without `..` whose file name passes `name_ok`.
-fn absolute_named(path: &Path, name_ok: impl Fn(&str) -> bool) -> bool {
-    path.is_absolute()
-        && !path.components().any(|c| matches!(c, std::path::Component::ParentDir))
-        && path.file_name().and_then(|n| n.to_str()).is_some_and(name_ok)
-}
-
 /// iproute2/nft/fs answers meaning "nothing to undo".
 fn is_already_gone(err: &str) -> bool {
     [
@@ -430,55 +391,6 @@ mod tests {
     fn undo_of_a_rule_mirrors_its_add() {
         let add = strings(&["-4", "rule", "add", "lookup", "29549", "pref", "5209"]);
         assert_eq!(del_rule(&add), strings(&["-4", "rule", "del", "lookup", "29549", "pref", "5209"]));
-    }
-
-    #[test]
-    fn only_our_own_undo_shapes_are_replayed() {
-        let run = Path::new("/run/smolmix-vpn");
-        let ip = |a: &[&str]| Undo::Ip { args: strings(a) };
-        let ours = [
-            ip(&["link", "del", "smx0"]),
-            ip(&["-6", "addr", "del", "fd00::2/128", "dev", "smx0"]),
-            ip(&["-n", "app", "link", "del", "smx0"]),
-            ip(&["-n", "app", "-6", "route", "del", "default", "dev", "smx0"]),
-            ip(&["-n", "app", "link", "set", "dev", "smx0", "down"]),
-            ip(&["-4", "rule", "del", "fwmark", "0x736d", "lookup", "main", "pref", "5208"]),
-            ip(&["-4", "route", "del", "unreachable", "0.0.0.0/0", "metric", "4096", "table", "29549"]),
-            Undo::Nft { args: firewall::undo_args() },
-            Undo::Nft { args: mark::undo_args() },
-            Undo::Resolvectl { args: strings(&["revert", "smx0"]) },
-            Undo::Sysctl { key: SRC_VALID_MARK.into(), value: "0".into() },
-            Undo::DeleteNetns { name: "app".into() },
-            Undo::RestoreFile {
-                path: "/etc/resolv.conf".into(),
-                backup: Path::new("/var/lib/smolmix-vpn").join(BACKUP_NAME),
-            },
-            Undo::RemoveFile { path: "/etc/.resolv.conf.smolmix-vpn.tmp".into() },
-        ];
-        for u in &ours {
-            assert_eq!(own_shape(u), Ok(()), "{u:?}");
-        }
-        let foreign = [
-            ip(&["netns", "exec", "app", "sh", "-c", "id"]),
-            ip(&["-batch", "/tmp/x"]),
-            ip(&["link", "add", "x", "type", "dummy"]),
-            ip(&["-n", "app", "netns", "exec", "x", "sh"]),
-            ip(&["route", "del", "-force"]),
-            ip(&["-n", "app", "link", "set", "dev", "smx0", "netns", "1"]),
-            ip(&["-n", "-6", "link", "del", "x"]),
-            Undo::Nft { args: strings(&["flush", "ruleset"]) },
-            Undo::Resolvectl { args: strings(&["dns", "eth0", "9.9.9.9"]) },
-            Undo::Sysctl { key: "kernel.core_pattern".into(), value: "|/tmp/x".into() },
-            Undo::Sysctl { key: SRC_VALID_MARK.into(), value: "2".into() },
-            Undo::DeleteNetns { name: "../../etc".into() },
-            Undo::RestoreFile { path: "/etc/shadow".into(), backup: run.join(BACKUP_NAME) },
-            Undo::RestoreFile { path: "/etc/resolv.conf".into(), backup: "/tmp/evil".into() },
-            Undo::RemoveFile { path: "/etc/../etc/resolv.conf/../passwd".into() },
-            Undo::RemoveFile { path: "relative/resolv.conf".into() },
-        ];
-        for u in &foreign {
-            assert!(own_shape(u).is_err(), "{u:?}");
-        }
     }
 
     #[test]

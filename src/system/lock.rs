@@ -70,14 +70,21 @@ pub enum RunDirError {
 /// Makes sure `run_dir` exists and is ours alone (see the module doc).
 pub fn prepare(run_dir: &Path) -> Result<(), RunDirError> {
     let io = |source| RunDirError::Io { path: run_dir.to_path_buf(), source };
-    match DirBuilder::new().mode(0o700).create(run_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+    let created = match DirBuilder::new().mode(0o700).create(run_dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // A missing parent (say /run/user/…/x/y): create the parents as root-only too.
             DirBuilder::new().mode(0o700).recursive(true).create(run_dir).map_err(io)?;
+            true
         }
         Err(e) => return Err(io(e)),
+    };
+    if created {
+        // The state dir is to hold the only copy of the user's resolv.conf (files.rs): its own
+        // name must be on disk before that is. (Parents a recursive create made are not synced.)
+        let parent = run_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
     }
     check(run_dir)?;
     let mode = fs::symlink_metadata(run_dir).map_err(io)?.mode() & 0o7777;

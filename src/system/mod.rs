@@ -12,6 +12,7 @@
 pub mod dns;
 pub mod dns_check;
 pub mod exec;
+mod exec_user;
 pub mod files;
 pub mod firewall;
 pub mod host;
@@ -25,6 +26,7 @@ pub mod notify;
 pub mod pty;
 pub mod resolv_conf;
 pub mod routes;
+mod shape;
 pub mod status;
 pub mod tun;
 

@@ -10,9 +10,17 @@
 //! controlling terminal (or with CAP_SYS_ADMIN, which CMD never has), so:
 //!
 //! - always: `setsid()` in the child, which leaves it without a controlling terminal;
-//! - when stdin and stdout are terminals: a new pty whose slave becomes CMD's stdio and
-//!   controlling terminal (so shells keep job control and Ctrl-C), and we copy bytes between
-//!   it and the caller's terminal, which is put in raw mode meanwhile, forwarding resizes.
+//! - when any of stdin, stdout and stderr is a terminal: a new pty, the controlling terminal of
+//!   CMD (so shells keep job control and Ctrl-C), whose slave replaces each of those three that
+//!   is a terminal; the others (a file, a pipe) are passed on as they are, as sudo's `use_pty`
+//!   does. We copy bytes between the pty and the caller's terminal, forwarding resizes; the
+//!   caller's terminal is put in raw mode only while we read it (stdin a terminal), so that
+//!   with stdin elsewhere its Ctrl-C still reaches us, and through [`forward_signals`] CMD.
+//!
+//! Why any, not only stdin and stdout: a terminal passed on as stderr alone is still the
+//! caller's, usually opened read-write. Not its controlling terminal, so no TIOCSTI, but CMD
+//! could read the keys typed into it (root's next password prompt, once `exec` has returned,
+//! CMD running on in its own session), change its modes, or write to it after we are gone.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -25,13 +33,68 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use nix::unistd::{isatty, read, write, Uid};
 
-/// A pty for the child: `slave` becomes its stdio, `master` stays with us.
+/// A pty for the child: `slave` becomes its controlling terminal and replaces its terminal
+/// stdio ([`Terminals`]), `master` stays with us.
 #[derive(Debug)]
 pub struct Pty {
     /// Our end: what we relay to and from the caller's terminal.
     pub master: OwnedFd,
-    /// The program's end: its stdio and controlling terminal.
+    /// The program's end: its controlling terminal and terminal stdio.
     pub slave: OwnedFd,
+    /// Which of the caller's fds 0–2 are terminals, replaced by `slave` in the program.
+    pub terminals: Terminals,
+}
+
+/// Which of fds 0, 1 and 2 are terminals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminals(pub [bool; 3]);
+
+impl Terminals {
+    /// The caller's: fds 0–2 of this process.
+    pub fn of_caller() -> Terminals {
+        Terminals([0, 1, 2].map(|fd| isatty(fd).unwrap_or(false)))
+    }
+
+    /// Whether `fd` (0–2) is one.
+    pub fn is(self, fd: RawFd) -> bool {
+        usize::try_from(fd).ok().and_then(|i| self.0.get(i)).copied().unwrap_or(false)
+    }
+
+    /// How the relay uses them, `None` when there is no terminal.
+    fn roles(self) -> Option<Roles> {
+        // The settings and size come from stdin's terminal when it is one, as before.
+        let reference = (0..3).find(|&fd| self.is(fd))?;
+        Some(Roles {
+            reference,
+            input: self.is(0).then_some(0),
+            // What CMD writes, and the pty's echo of what is typed: to stdout's terminal, else
+            // stderr's, else stdin's when that one was opened for writing too.
+            output: [1, 2].into_iter().find(|&fd| self.is(fd)).or_else(|| writable(0).then_some(0)),
+        })
+    }
+}
+
+/// Which of the caller's fds the relay reads, writes, and takes the terminal's settings from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Roles {
+    reference: RawFd,
+    input: Option<RawFd>,
+    output: Option<RawFd>,
+}
+
+/// Whether `fd` is open for writing.
+fn writable(fd: RawFd) -> bool {
+    match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL) {
+        Ok(flags) => flags & libc::O_ACCMODE != libc::O_RDONLY,
+        Err(_) => false,
+    }
+}
+
+/// One of fds 0–2, borrowed.
+fn std_fd(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: fds 0–2 are open for the life of the process (`Terminals` saw them open), and
+    // nothing here closes them.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 nix::ioctl_read_bad!(
@@ -48,15 +111,13 @@ nix::ioctl_write_ptr_bad!(
 );
 
 impl Pty {
-    /// A pty sized and set up like the caller's terminal, owned by `uid`; `None` when stdin
-    /// or stdout is not a terminal (a pipe, a file: nothing to protect, nothing to relay).
+    /// A pty sized and set up like the caller's terminal, owned by `uid`; `None` when none of
+    /// fds 0–2 is a terminal (pipes, files: nothing to protect, nothing to relay).
     pub fn for_caller(uid: Uid) -> io::Result<Option<Pty>> {
-        let (stdin, stdout) = (io::stdin(), io::stdout());
-        if !isatty(stdin.as_raw_fd()).unwrap_or(false) || !isatty(stdout.as_raw_fd()).unwrap_or(false) {
-            return Ok(None);
-        }
-        let termios = tcgetattr(stdin.as_fd()).map_err(io::Error::from)?;
-        let size = winsize(stdin.as_raw_fd());
+        let terminals = Terminals::of_caller();
+        let Some(roles) = terminals.roles() else { return Ok(None) };
+        let termios = tcgetattr(std_fd(roles.reference)).map_err(io::Error::from)?;
+        let size = winsize(roles.reference);
         let OpenptyResult { master, slave } = openpty(size.as_ref(), Some(&termios)).map_err(io::Error::from)?;
         // Neither end may reach the program through exec: the slave arrives as stdio (dup2
         // clears the flag on the copies), the master never.
@@ -66,20 +127,20 @@ impl Pty {
         }
         // Owned by the user who runs in it, as login(1) and sshd leave a pty.
         nix::unistd::fchown(slave.as_raw_fd(), Some(uid), None).map_err(io::Error::from)?;
-        Ok(Some(Pty { master, slave }))
+        Ok(Some(Pty { master, slave, terminals }))
     }
 }
 
 /// In the child between fork and exec (async-signal-safe system calls only): a new session,
-/// then, with a pty, its slave as controlling terminal and stdio.
-pub fn child_side(slave: Option<RawFd>) -> io::Result<()> {
+/// then, with a pty, its slave as controlling terminal and in place of each terminal of fds 0–2.
+pub fn child_side(pty: Option<(RawFd, Terminals)>) -> io::Result<()> {
     nix::unistd::setsid()?;
-    if let Some(fd) = slave {
+    if let Some((fd, terminals)) = pty {
         // SAFETY: TIOCSCTTY takes an int argument; 0 = do not steal from another session.
         if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        for target in 0..3 {
+        for target in (0..3).filter(|&t| terminals.is(t)) {
             // SAFETY: dup2 on descriptors we own; async-signal-safe.
             if unsafe { libc::dup2(fd, target) } < 0 {
                 return Err(io::Error::last_os_error());
@@ -152,30 +213,35 @@ impl Drop for RawMode<'_> {
 /// Copies the caller's terminal to the pty and back until the program and everything it left
 /// on the pty are done, then reaps it. `slave` must already be closed on our side, or the
 /// master never reports the end.
-pub fn relay(master: OwnedFd, child: &mut Child) -> io::Result<ExitStatus> {
-    let stdin = io::stdin();
-    let stdout = io::stdout();
-    let (ifd, ofd) = (stdin.as_fd(), stdout.as_fd());
-    let saved = tcgetattr(ifd).map_err(io::Error::from)?;
-    let mut raw = saved.clone();
-    cfmakeraw(&mut raw);
-    tcsetattr(ifd, SetArg::TCSADRAIN, &raw).map_err(io::Error::from)?;
-    let _restore = RawMode { fd: ifd, saved };
+pub fn relay(master: OwnedFd, terminals: Terminals, child: &mut Child) -> io::Result<ExitStatus> {
+    let Some(roles) = terminals.roles() else { return child.wait() };
+    let input = roles.input.map(std_fd);
+    let output = roles.output.map(std_fd);
+    let _restore = match input {
+        Some(ifd) => {
+            let saved = tcgetattr(ifd).map_err(io::Error::from)?;
+            let mut raw = saved.clone();
+            cfmakeraw(&mut raw);
+            tcsetattr(ifd, SetArg::TCSADRAIN, &raw).map_err(io::Error::from)?;
+            Some(RawMode { fd: ifd, saved })
+        }
+        None => None,
+    };
     // SAFETY: the handler only stores to an atomic.
     let winch = SigAction::new(SigHandler::Handler(on_winch), SaFlags::empty(), SigSet::empty());
     let old = unsafe { sigaction(Signal::SIGWINCH, &winch) }.map_err(io::Error::from)?;
 
     let mut buf = [0u8; 4096];
-    let mut stdin_open = true;
+    let mut stdin_open = input.is_some();
     let result: io::Result<()> = loop {
         if RESIZED.swap(false, Ordering::Relaxed) {
-            if let Some(ws) = winsize(ifd.as_raw_fd()) {
+            if let Some(ws) = winsize(roles.reference) {
                 // SAFETY: TIOCSWINSZ reads a Winsize we own.
                 let _ = unsafe { set_winsize(master.as_raw_fd(), &ws) };
             }
         }
         let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
-        if stdin_open {
+        if let Some(ifd) = input.filter(|_| stdin_open) {
             fds.push(PollFd::new(ifd, PollFlags::POLLIN));
         }
         match poll(&mut fds, PollTimeout::NONE) {
@@ -189,8 +255,9 @@ pub fn relay(master: OwnedFd, child: &mut Child) -> io::Result<ExitStatus> {
             match read(master.as_raw_fd(), &mut buf) {
                 // EIO: every holder of the slave is gone (the program and what it started).
                 Ok(0) | Err(nix::errno::Errno::EIO) => break Ok(()),
+                // Without a terminal to show it on (stdin's opened read-only), dropped.
                 Ok(n) => {
-                    if let Err(e) = write_all(ofd, &buf[..n]) {
+                    if let Err(e) = output.map_or(Ok(()), |ofd| write_all(ofd, &buf[..n])) {
                         break Err(e);
                     }
                 }
@@ -198,7 +265,7 @@ pub fn relay(master: OwnedFd, child: &mut Child) -> io::Result<ExitStatus> {
                 Err(e) => break Err(e.into()),
             }
         }
-        if from_user {
+        if let Some(ifd) = input.filter(|_| from_user) {
             match read(ifd.as_raw_fd(), &mut buf) {
                 Ok(0) => stdin_open = false,
                 Ok(n) => {
@@ -237,4 +304,25 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(t: [bool; 3]) -> Option<(RawFd, Option<RawFd>, Option<RawFd>)> {
+        Terminals(t).roles().map(|r| (r.reference, r.input, r.output))
+    }
+
+    #[test]
+    fn any_terminal_of_the_three_gets_a_pty() {
+        assert_eq!(roles([false; 3]), None, "pipes and files only: no pty");
+        assert_eq!(roles([true; 3]), Some((0, Some(0), Some(1))));
+        // `exec -- cmd </dev/null | tee log`: only stderr is the caller's terminal.
+        assert_eq!(roles([false, false, true]), Some((2, None, Some(2))));
+        assert_eq!(roles([false, true, false]), Some((1, None, Some(1))));
+        assert_eq!(roles([true, false, true]), Some((0, Some(0), Some(2))));
+        let t = Terminals([false, true, true]);
+        assert!(!t.is(0) && t.is(1) && t.is(2) && !t.is(3) && !t.is(-1));
+    }
 }

@@ -17,10 +17,16 @@
 //!   (docs/reliability.md §5.2 C3; Tailscale's "owned by" gate). [`reassert_file`] lets the driver
 //!   rewrite ours while up, so a DHCP renewal cannot silently move DNS off the tunnel.
 //! - An existing backup is never overwritten: it may be the only copy of the user's file.
+//! - The journal names exactly `path`, its staging file ([`staging`]) and `backup`, and the
+//!   [`Host`] is told so: `host::recover` refuses a restore or removal naming any other file.
+//!   `path` is the link itself when `/etc/resolv.conf` is one (also resolved's uplink file,
+//!   dns.rs), never its target; a bind-mounted file is written in place at the same path.
 //!
 //! Crash windows, all safe: killed before the backup exists → "no such backup", nothing to do;
 //! after the backup, before the rename → the path still holds the original, which is "not
-//! ours", so it is kept and the backup dropped; after the rename → the backup goes back.
+//! ours", so it is kept and the backup dropped; after the rename → the backup goes back. The
+//! same holds for a power loss: the staging file and the backup are synced with their
+//! directory before the rename, the directory of the path after it (files.rs).
 //!
 //! The exact backup and restore themselves live in files.rs, below this module and host.rs
 //! (re-exported here); the error and result types of both DNS modes live here, below dns.rs.
@@ -31,9 +37,9 @@ use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use super::files::{is_ours, restore_file, Restored, BACKUP_NAME, MARKER};
-use super::files::{keep_exact, move_onto, sibling};
-use super::host::{Host, HostError};
+pub use super::files::{is_ours, restore_file, staging, Restored, BACKUP_NAME, MARKER};
+use super::files::{keep_exact, move_onto, sync_file};
+use super::host::{Host, HostError, JournalContext};
 use super::journal::Undo;
 
 /// glibc reads at most 3 `nameserver` lines (MAXNS, resolv.conf(5)); more would be ignored.
@@ -120,13 +126,15 @@ pub fn apply_file(host: &mut Host, path: &Path, backup: &Path, servers: &[IpAddr
         // pre-`up` original is gone; what we keep and later restore is this leftover.
         tracing::warn!(path = %path.display(), "left over from an earlier run whose backup is lost");
     }
-    let tmp = sibling(path, "smolmix-vpn.tmp");
+    let tmp = staging(path);
     let original = match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() || m.file_type().is_symlink() => true,
         Ok(_) => return Err(DnsError::NotAFile(path.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_err("cannot read", path)(e)),
     };
+    // What the journal may name, for the replay's check (host.rs).
+    host.expect_resolver(JournalContext::new(path, backup));
     // Intent first: the journal is replayed newest first, so the tmp file goes last.
     host.record(Undo::RemoveFile { path: tmp.clone() })?;
     if original {
@@ -136,6 +144,7 @@ pub fn apply_file(host: &mut Host, path: &Path, backup: &Path, servers: &[IpAddr
     }
     write_new(&tmp, ours.as_bytes(), 0o644)?;
     if original {
+        // On disk, file and directory, before the original is replaced (files.rs).
         keep_exact(path, backup).map_err(io_err("cannot back up", path))?;
     }
     move_onto(&tmp, path).map_err(io_err("cannot replace", path))?;
@@ -149,7 +158,7 @@ pub fn reassert_file(path: &Path, servers: &[IpAddr]) -> Result<bool, DnsError> 
     if is_ours(path) {
         return Ok(false);
     }
-    let tmp = sibling(path, "smolmix-vpn.tmp");
+    let tmp = staging(path);
     write_new(&tmp, render_resolv_conf(servers)?.as_bytes(), 0o644)?;
     move_onto(&tmp, path).map_err(io_err("cannot replace", path))?;
     tracing::warn!(path = %path.display(), "resolver configuration was changed by another program; re-asserted");
@@ -163,12 +172,13 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DnsError> {
     let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(&wrap)?;
     f.write_all(bytes)
         .and_then(|()| f.set_permissions(fs::Permissions::from_mode(mode)))
-        .and_then(|()| f.sync_all())
+        .and_then(|()| sync_file(&f, path))
         .map_err(wrap)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::files::{sibling, take_synced};
     use super::super::{host, journal};
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt};
@@ -212,7 +222,7 @@ mod tests {
         apply_file(&mut h, &p.resolv_conf, &backup, &ips(&["192.0.2.53"])).unwrap();
         assert!(is_ours(&p.resolv_conf));
         assert!(fs::read_to_string(&p.resolv_conf).unwrap().contains("nameserver 192.0.2.53\n"));
-        assert!(!sibling(&p.resolv_conf, "smolmix-vpn.tmp").exists());
+        assert!(!staging(&p.resolv_conf).exists());
         if fs::symlink_metadata(&backup).is_ok() {
             // A second `up` without `down` must not overwrite the only copy of the original.
             let mut h2 = Host::open(&root.join("run/other")).unwrap();
@@ -224,9 +234,54 @@ mod tests {
             .unwrap()
             .iter()
             .any(|u| matches!(u, Undo::RestoreFile { .. } | Undo::RemoveFile { .. })));
-        assert_eq!(host::recover(&run_dir), Vec::<String>::new());
+        let ctx = JournalContext::new(&p.resolv_conf, &backup);
+        assert_eq!(host::recover(&run_dir, &ctx), Vec::<String>::new());
         assert!(fs::symlink_metadata(&backup).is_err(), "backup consumed");
-        assert_eq!(host::recover(&run_dir), Vec::<String>::new(), "down twice is harmless");
+        assert_eq!(host::recover(&run_dir, &ctx), Vec::<String>::new(), "down twice is harmless");
+    }
+
+    /// The configuration, not the journal, says which file is ours: `down` run with another
+    /// state dir refuses to restore from a backup that is not its own, and changes nothing.
+    #[test]
+    fn replays_file_lines_only_for_this_configurations_files() {
+        let (root, p) = tree("context");
+        let run_dir = root.join("run/smolmix-vpn");
+        let backup = run_dir.join(BACKUP_NAME);
+        fs::write(&p.resolv_conf, "nameserver 198.51.100.1\n").unwrap();
+        let mut h = Host::open(&run_dir).unwrap();
+        apply_file(&mut h, &p.resolv_conf, &backup, &ips(&["192.0.2.53"])).unwrap();
+        drop(h);
+        let other = JournalContext::new(&p.resolv_conf, &root.join("var/lib/other").join(BACKUP_NAME));
+        let refused = host::recover(&run_dir, &other);
+        assert!(
+            matches!(refused.as_slice(), [f] if f.contains("refusing") && f.contains("RestoreFile")),
+            "{refused:?}"
+        );
+        assert!(is_ours(&p.resolv_conf) && backup.exists(), "neither restored nor dropped");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A power loss right after any step leaves the old file or the new one, and the backup is
+    /// on disk (file and directory) before the original is replaced (files.rs module doc).
+    #[test]
+    fn syncs_the_backup_before_the_original_is_replaced_and_each_name_after() {
+        let (root, p) = tree("durable");
+        let (run_dir, etc) = (root.join("run/smolmix-vpn"), root.join("etc"));
+        let backup = run_dir.join(BACKUP_NAME);
+        fs::write(&p.resolv_conf, "nameserver 198.51.100.1\n").unwrap();
+        let mut h = Host::open(&run_dir).unwrap();
+        take_synced();
+        apply_file(&mut h, &p.resolv_conf, &backup, &ips(&["192.0.2.53"])).unwrap();
+        // Ours (bytes), the backup (its inode, then its name), then the rename onto the path.
+        assert_eq!(take_synced(), [staging(&p.resolv_conf), backup.clone(), run_dir.clone(), etc.clone()]);
+        fs::write(&p.resolv_conf, "nameserver 203.0.113.9\n").unwrap(); // overwritten: re-asserted
+        assert!(reassert_file(&p.resolv_conf, &ips(&["192.0.2.53"])).unwrap());
+        assert_eq!(take_synced(), [staging(&p.resolv_conf), etc.clone()]);
+        // The stop: the original back onto its name, then the backup's name gone.
+        assert_eq!(h.rollback(), Vec::<String>::new());
+        assert_eq!(take_synced(), [etc, run_dir]);
+        assert_eq!(fs::read(&p.resolv_conf).unwrap(), b"nameserver 198.51.100.1\n");
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -303,9 +358,18 @@ mod tests {
             }
             let backup = shm.join(BACKUP_NAME);
             let mut h = Host::open(&shm).unwrap();
+            take_synced();
             apply_file(&mut h, &p.resolv_conf, &backup, &ips(&["192.0.2.53"])).unwrap();
             assert!(is_ours(&p.resolv_conf));
+            // The copy's bytes (a regular file; a symlink has none to sync), then its name.
+            let copy: &[PathBuf] = if original.is_none() { std::slice::from_ref(&backup) } else { &[] };
+            let etc = root.join("etc");
+            assert_eq!(take_synced(), [&[staging(&p.resolv_conf)], copy, &[shm.clone(), etc.clone()]].concat());
             assert_eq!(restore_file(&p.resolv_conf, &backup), Ok(Restored::Exact));
+            // An exact copy beside the path (synced), renamed onto it, then the backup's name gone.
+            let restored = sibling(&p.resolv_conf, "smolmix-vpn.restore");
+            let copy: &[PathBuf] = if original.is_none() { std::slice::from_ref(&restored) } else { &[] };
+            assert_eq!(take_synced(), [copy, &[etc, shm.clone()]].concat());
             match original {
                 Some(target) => assert_eq!(fs::read_link(&p.resolv_conf).unwrap(), PathBuf::from(target)),
                 None => assert_eq!(fs::read(&p.resolv_conf).unwrap(), b"nameserver 198.51.100.1\n"),
