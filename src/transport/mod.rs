@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod dns_wire;
 #[cfg(feature = "mixnet")]
 pub mod mixnet;
 mod open;
