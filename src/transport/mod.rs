@@ -24,6 +24,7 @@ pub mod dns_wire;
 pub mod mixnet;
 mod open;
 pub mod progress;
+pub mod resolver;
 pub mod sniff;
 mod socket;
 pub mod udp;
