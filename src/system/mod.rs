@@ -21,6 +21,7 @@ pub mod resolv_conf;
 pub mod routes;
 pub mod status;
 pub mod tun;
+pub mod upstream_dns;
 
 /// Does this process hold CAP_NET_ADMIN (root, or a capability granted by systemd/setcap)?
 ///
