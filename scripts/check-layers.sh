@@ -2,6 +2,7 @@
 # The layer rules the compiler cannot see inside one crate (ARCHITECTURE.md, "The stack"):
 #
 #   sans-IO cores   src/pipeline/ src/ipr/ src/exit/ src/link/lifecycle.rs src/link/backoff.rs
+#                   src/transport/sniff* src/transport/dns_wire.rs (the directory relay's parsers)
 #                   import no tokio, no sockets (std::net::*Socket, TcpStream), no clock
 #                   (Instant::now, SystemTime::now), and nothing of system/, driver/, cli or
 #                   transport/;
@@ -30,7 +31,8 @@ scan() {
 			!in_test && $0 !~ /^[[:space:]]*\/\// && $0 ~ re { print FILENAME ":" FNR ": " $0 }'
 }
 
-core=(src/pipeline src/ipr src/exit src/link/lifecycle.rs src/link/backoff.rs)
+core=(src/pipeline src/ipr src/exit src/link/lifecycle.rs src/link/backoff.rs
+	src/transport/sniff.rs src/transport/sniff src/transport/dns_wire.rs)
 library=(src/tunnel src/transport src/link)
 fail=0
 report() {

@@ -142,6 +142,11 @@ pub enum DriverError {
     /// The transport stopped; `up` builds a new one (never returned to the caller).
     #[error("transport I/O failed: {0}")]
     TransportIo(std::io::Error),
+    /// The directory's requests cannot be relayed through marked sockets (the only way they
+    /// may leave a closed host).
+    #[cfg(feature = "mixnet")]
+    #[error(transparent)]
+    Relay(#[from] crate::transport::mixnet::relay::RelayError),
     /// The tunnel broke while up, not by a stop: every host change stays (kill switch, routes
     /// with their backstops, DNS), so nothing leaves in the clear until the user decides.
     #[error("{0}; the host is kept closed until `smolmix-vpn down` restores it")]
@@ -235,6 +240,11 @@ async fn tunnel(
     reporter: &mut Reporter,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Outcome {
+    // Before the first request to the directory, and for the whole run.
+    let _relay = match start_relay(cfg) {
+        Ok(r) => r,
+        Err(e) => return Outcome::NeverUp(e),
+    };
     let mut rx = vec![0u8; MAX_MESSAGE];
     let reached = match connect_blocked(cfg, guard, reporter, &mut rx, shutdown.as_mut()).await {
         Ok(Some(r)) => r,
@@ -319,6 +329,39 @@ async fn tunnel(
         Ok(()) => Outcome::Stopped,
         Err(e) => Outcome::Broken(e),
     }
+}
+
+/// The mixnet client's requests to the Nym directory go through a relay in the run dir that
+/// dials with the transport's mark (transport/mixnet/relay.rs, docs/directory-relay.md), so a
+/// closed host needs no exception for the directory's address, which comes from a resolver.
+/// Names are resolved, marked too, by the host's own upstream servers as they are now, before
+/// `up` points the host's resolver at the tunnel; never by the tunnel's servers, which are
+/// reached through the tunnel only. Per-app mode marks nothing; a `udp://` exit has no
+/// directory.
+#[cfg(feature = "mixnet")]
+fn start_relay(cfg: &UpConfig) -> Result<Option<crate::transport::mixnet::relay::RelayHandle>, DriverError> {
+    use crate::system::upstream_dns;
+    use crate::transport::mixnet::relay;
+    if cfg.netns.is_some() || matches!(cfg.ipr, Some(IprAddr::Udp { .. })) {
+        return Ok(None);
+    }
+    let allow = cfg.transport.mixnet.relay_allowlist().map_err(OpenError::from)?;
+    let tunnel_dns = cfg.dns.clone().unwrap_or_default();
+    let servers = match upstream_dns::upstream_nameservers(&Default::default()) {
+        Ok(s) => s.into_iter().filter(|ip| !tunnel_dns.contains(ip)).collect(),
+        Err(e) => {
+            // A directory named by address needs none; one named by host name fails to resolve,
+            // and `up` says so and retries.
+            tracing::warn!(%e, "no upstream nameserver for the directory's name");
+            Vec::new()
+        }
+    };
+    Ok(Some(relay::start(&cfg.run_dir, crate::system::mark::FWMARK, allow, servers)?))
+}
+
+#[cfg(not(feature = "mixnet"))]
+fn start_relay(_cfg: &UpConfig) -> Result<Option<()>, DriverError> {
+    Ok(None)
 }
 
 /// Reaches the exit, trying again while it fails for a reason a retry can mend (the directory,

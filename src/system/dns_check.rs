@@ -9,8 +9,9 @@
 //! error that names every server and why it failed, which `up` prints.
 //!
 //! Why not a resolver library: the check needs nothing but an encoder for one question and a
-//! decoder for a header (RFC 1035 §4.1), ~60 lines that unit-test on byte literals; hickory is
-//! only a dev-dependency. Why resend: the mixnet loses packets and a round trip takes ~0.7 s, so
+//! decoder for a header (RFC 1035 §4.1), which transport/dns_wire.rs has (the directory
+//! relay's resolver uses the same codec) and unit-tests on byte literals; hickory is only a
+//! dev-dependency. Why resend: the mixnet loses packets and a round trip takes ~0.7 s, so
 //! one datagram would make the check flaky; the same query (same id) goes out up to
 //! [`SENDS`] times, spread over the timeout. Each socket is `connect()`ed, so the kernel drops
 //! datagrams from anyone but the server and reports an ICMP port-unreachable as ECONNREFUSED.
@@ -22,16 +23,11 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
+use crate::transport::dns_wire::{self, QType, HEADER, MAX_NAME};
+pub use crate::transport::dns_wire::{parse_reply, Reply, ReplyError};
+
 /// Queries sent per server within the timeout (at 0, 1/3 and 2/3 of it).
 pub const SENDS: u32 = 3;
-/// RFC 1035 §2.3.4: a name is at most 255 bytes on the wire, a label at most 63.
-const MAX_NAME: usize = 255;
-const MAX_LABEL: usize = 63;
-const HEADER: usize = 12;
-const QTYPE_A: u16 = 1;
-const QCLASS_IN: u16 = 1;
-/// Flags of our query: RD (recursion desired), everything else zero (RFC 1035 §4.1.1).
-const FLAGS_RD: u16 = 0x0100;
 /// Largest reply we read; a plain UDP answer is at most 512 bytes, EDNS0 ones a few KiB.
 const MAX_REPLY: usize = 4096;
 
@@ -61,87 +57,11 @@ pub enum DnsCheckError {
     },
 }
 
-/// What a server said, as far as the check cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
-    /// RFC 1035 §4.1.1 RCODE: 0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED.
-    pub rcode: u8,
-    /// ANCOUNT: records in the answer section.
-    pub answers: u16,
-    /// TC: the server truncated the reply to fit the datagram.
-    pub truncated: bool,
-}
-
-/// Why a datagram is not an answer to our query; such datagrams are skipped, not fatal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ReplyError {
-    /// Shorter than a header, or than the header and our question.
-    #[error("shorter than a DNS header and our question")]
-    Short,
-    /// The id is not our query's.
-    #[error("another query id")]
-    WrongId,
-    /// QR not set, or an opcode other than QUERY.
-    #[error("not a response to a standard query")]
-    NotAResponse,
-    /// The question section does not echo ours.
-    #[error("another question")]
-    WrongQuestion,
-}
-
-/// Appends the query for `name` (type A, class IN) with `id` to `out`.
+/// Appends the query for `name` (type A, class IN) with `id` to `out` (transport/dns_wire.rs,
+/// shared with the directory relay's resolver).
 pub fn encode_query(id: u16, name: &str, out: &mut Vec<u8>) -> Result<(), DnsCheckError> {
-    let bad = |why| DnsCheckError::BadName { name: name.to_string(), why };
-    let start = out.len();
-    for v in [id, FLAGS_RD, 1, 0, 0, 0] {
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-    let trimmed = name.strip_suffix('.').unwrap_or(name);
-    if !trimmed.is_empty() {
-        for label in trimmed.split('.') {
-            if label.is_empty() || label.len() > MAX_LABEL {
-                out.truncate(start);
-                return Err(bad("every label is 1 to 63 bytes"));
-            }
-            out.push(label.len() as u8); // ≤ 63, checked above
-            out.extend_from_slice(label.as_bytes());
-        }
-    }
-    out.push(0);
-    if out.len() - start - HEADER > MAX_NAME {
-        out.truncate(start);
-        return Err(bad("longer than 255 bytes"));
-    }
-    out.extend_from_slice(&QTYPE_A.to_be_bytes());
-    out.extend_from_slice(&QCLASS_IN.to_be_bytes());
-    Ok(())
-}
-
-/// Checks that `buf` answers `query` (as built by [`encode_query`]): same id, QR set, opcode 0,
-/// and our question echoed (case-insensitively: resolvers may apply 0x20 case randomisation).
-/// An error response without a question (allowed for FORMERR/REFUSED) is accepted too.
-pub fn parse_reply(query: &[u8], buf: &[u8]) -> Result<Reply, ReplyError> {
-    let (Some(qh), Some(h)) = (query.get(..HEADER), buf.get(..HEADER)) else { return Err(ReplyError::Short) };
-    if h[..2] != qh[..2] {
-        return Err(ReplyError::WrongId);
-    }
-    let flags = u16::from_be_bytes([h[2], h[3]]);
-    let (qr, opcode, rcode) = (flags & 0x8000 != 0, (flags >> 11) & 0xf, (flags & 0xf) as u8);
-    if !qr || opcode != 0 {
-        return Err(ReplyError::NotAResponse);
-    }
-    let qdcount = u16::from_be_bytes([h[4], h[5]]);
-    let answers = u16::from_be_bytes([h[6], h[7]]);
-    let reply = Reply { rcode, answers, truncated: flags & 0x0200 != 0 };
-    if qdcount == 0 && rcode != 0 {
-        return Ok(reply);
-    }
-    let question = &query[HEADER..];
-    let echoed = buf.get(HEADER..HEADER + question.len()).ok_or(ReplyError::Short)?;
-    if qdcount != 1 || !echoed.eq_ignore_ascii_case(question) {
-        return Err(ReplyError::WrongQuestion);
-    }
-    Ok(reply)
+    dns_wire::encode_query(id, name, QType::A, out)
+        .map_err(|e| DnsCheckError::BadName { name: name.to_string(), why: e.0 })
 }
 
 /// Asks each server (port 53) for `name`; Ok(round-trip time of the first answer).
@@ -237,10 +157,6 @@ async fn ask(server: SocketAddr, name: &str, timeout: Duration) -> Result<(Durat
 mod tests {
     use super::*;
 
-    /// `nymtech.net` A IN, id 0x1234, RD: RFC 1035 §4.1.1–4.1.2 by hand.
-    const QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\
-        \x07nymtech\x03net\x00\x00\x01\x00\x01";
-
     /// The query turned into a response: QR, RD, RA and `rcode`, no records.
     fn response(query: &[u8], rcode: u8) -> Vec<u8> {
         let mut r = query.to_vec();
@@ -250,58 +166,14 @@ mod tests {
     }
 
     #[test]
-    fn encodes_a_query() {
+    fn encodes_a_type_a_query_with_the_shared_codec() {
         let mut out = Vec::new();
         encode_query(0x1234, "nymtech.net", &mut out).unwrap();
-        assert_eq!(out, QUERY);
-        out.clear();
-        encode_query(0x1234, "nymtech.net.", &mut out).unwrap();
-        assert_eq!(out, QUERY, "a trailing dot is the same name");
-        out.clear();
-        encode_query(7, ".", &mut out).unwrap();
-        assert_eq!(&out[HEADER..], b"\x00\x00\x01\x00\x01", "the root");
-    }
-
-    #[test]
-    fn rejects_bad_names_without_writing() {
-        let long_label = format!("{}.net", "a".repeat(64));
-        let long_name = vec!["a".repeat(63); 4].join("."); // 4 × 64 + 1 = 257 bytes
-        for name in ["a..b", ".a", long_label.as_str(), long_name.as_str()] {
-            let mut out = vec![9];
-            assert!(matches!(encode_query(1, name, &mut out), Err(DnsCheckError::BadName { .. })), "{name}");
-            assert_eq!(out, [9]);
-        }
-    }
-
-    #[test]
-    fn parses_replies() {
-        let nx = response(QUERY, 3);
-        assert_eq!(parse_reply(QUERY, &nx), Ok(Reply { rcode: 3, answers: 0, truncated: false }));
-        let mut answer = response(QUERY, 0);
-        answer[7] = 1; // ANCOUNT 1 + a record (its bytes are not inspected)
-        answer[2] |= 0x02; // TC
-        answer.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x01");
-        assert_eq!(parse_reply(QUERY, &answer), Ok(Reply { rcode: 0, answers: 1, truncated: true }));
-        let mut upper = nx.clone();
-        upper[13..20].copy_from_slice(b"NyMtEcH");
-        assert!(parse_reply(QUERY, &upper).is_ok(), "0x20 case randomisation");
-        let mut refused = response(QUERY, 5);
-        refused[5] = 0;
-        refused.truncate(HEADER);
-        assert_eq!(parse_reply(QUERY, &refused).map(|r| r.rcode), Ok(5), "REFUSED without a question");
-
-        assert_eq!(parse_reply(QUERY, &nx[..11]), Err(ReplyError::Short));
-        assert_eq!(parse_reply(QUERY, &nx[..20]), Err(ReplyError::Short));
-        assert_eq!(parse_reply(QUERY, QUERY), Err(ReplyError::NotAResponse), "our own query reflected");
-        let mut other_id = nx.clone();
-        other_id[1] ^= 1;
-        assert_eq!(parse_reply(QUERY, &other_id), Err(ReplyError::WrongId));
-        let mut other_name = nx.clone();
-        other_name[14] = b'x';
-        assert_eq!(parse_reply(QUERY, &other_name), Err(ReplyError::WrongQuestion));
-        let mut notify = nx;
-        notify[2] |= 4 << 3; // opcode NOTIFY
-        assert_eq!(parse_reply(QUERY, &notify), Err(ReplyError::NotAResponse));
+        assert_eq!(out, b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07nymtech\x03net\x00\x00\x01\x00\x01");
+        let mut out = vec![9];
+        let e = encode_query(1, "a..b", &mut out).unwrap_err();
+        assert!(matches!(e, DnsCheckError::BadName { ref name, .. } if name == "a..b"), "{e}");
+        assert_eq!(out, [9]);
     }
 
     /// A loopback server: ignores the first `ignore` queries, sends junk, then NXDOMAIN.

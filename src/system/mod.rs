@@ -29,6 +29,7 @@ pub mod routes;
 mod shape;
 pub mod status;
 pub mod tun;
+pub mod upstream_dns;
 
 /// Does this process hold CAP_NET_ADMIN (root, or a capability granted by systemd/setcap)?
 ///

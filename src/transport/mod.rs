@@ -10,6 +10,11 @@
 //!
 //! [`open`] opens the one an exit address names, for the VPN and the library alike.
 //!
+//! Beside them, for the mixnet's directory relay (docs/directory-relay.md §4): [`sniff`] (the
+//! host a TLS ClientHello or HTTP request head names, sans-IO), [`dns_wire`] (the DNS codec,
+//! sans-IO, also used by `up`'s DNS check) and [`resolver`] (A/AAAA lookups from marked UDP
+//! sockets).
+//!
 //! [`Transport`] is the closed set of them; an enum rather than a trait object because the
 //! driver awaits `recv`/`send` in a `select!` loop and both variants are known at compile time.
 
@@ -19,10 +24,13 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod dns_wire;
 #[cfg(feature = "mixnet")]
 pub mod mixnet;
 mod open;
 pub mod progress;
+pub mod resolver;
+pub mod sniff;
 mod socket;
 pub mod udp;
 

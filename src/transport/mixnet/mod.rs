@@ -15,6 +15,8 @@
 //! - [`sphinx`]: the SDK's own Sphinx packet counters, for `status`.
 //! - [`gateway`]: which IP addresses the client's entry-gateway connection uses, so that a
 //!   full tunnel keeps them outside itself.
+//! - [`relay`]: the SDK's HTTP to the directory through a Unix socket, and from there out
+//!   through marked sockets to the directory's hosts only (docs/directory-relay.md §1).
 //!
 //! Failure without internet is fast and names the directory: every directory call is wrapped in
 //! `tokio::time::timeout(directory_timeout)` because the SDK's own HTTP timeouts are long and its
@@ -25,6 +27,7 @@ pub mod discovery;
 pub mod gateway;
 pub mod options;
 pub mod pacing;
+pub mod relay;
 pub mod sphinx;
 pub mod surbs;
 

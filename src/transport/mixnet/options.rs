@@ -130,24 +130,31 @@ impl MixnetOptions {
 
     /// Host and port of each directory URL (for keeping the directory reachable).
     pub fn directory_hosts(&self) -> Vec<(String, u16)> {
-        self.nym_api_urls
-            .iter()
-            .filter_map(|u| {
-                let (default_port, rest) = match u.split_once("://")? {
-                    ("https", r) => (443, r),
-                    ("http", r) => (80, r),
-                    _ => return None,
-                };
-                let authority = rest.split('/').next()?;
-                let (host, port) = match authority.rsplit_once(':') {
-                    Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, default_port), // bare IPv6
-                    Some((h, p)) => (h, p.parse().ok()?),
-                    None => (authority, default_port),
-                };
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                (!host.is_empty()).then(|| (host.to_string(), port))
-            })
-            .collect()
+        self.nym_api_urls.iter().filter_map(|u| host_port(u)).collect()
+    }
+
+    /// Every (host, port) the SDK's HTTP may ask for with these options: [`Self::directory_hosts`],
+    /// the hosts of both nym-api lists of the network details the SDK is given (`nym_api_urls`,
+    /// read by its HTTP clients, and `endpoints[].api_url`, read by its gateway selection), and
+    /// the fronting hosts some mainnet URLs carry, on 443 (nym-http-api-client dials
+    /// `https://{front}`; it fronts only under a fronting policy nothing in nym-sdk 1.21.6
+    /// turns on). The directory relay's allowlist (docs/directory-relay.md §3).
+    pub fn relay_allowlist(&self) -> Result<Vec<(String, u16)>, MixnetError> {
+        let net = self.network_details()?;
+        let mut out = self.directory_hosts();
+        let api_urls = net.nym_api_urls();
+        let listed =
+            api_urls.iter().map(|a| a.url.as_str()).chain(net.endpoints.iter().filter_map(|e| e.api_url.as_deref()));
+        out.extend(listed.filter_map(host_port));
+        let fronts = api_urls.iter().flat_map(|a| a.front_hosts.iter().flatten());
+        out.extend(fronts.map(|f| (f.trim_start_matches("https://").trim_end_matches('/').to_string(), 443)));
+        let mut unique: Vec<(String, u16)> = Vec::new();
+        for hp in out {
+            if !unique.contains(&hp) {
+                unique.push(hp);
+            }
+        }
+        Ok(unique)
     }
 
     /// The directory URLs, for error messages.
@@ -184,6 +191,23 @@ impl MixnetOptions {
         net.nym_api_urls = Some(api_urls(&self.nym_api_urls));
         Ok(net)
     }
+}
+
+/// `http(s)://HOST[:PORT]/…` → (HOST without IPv6 brackets, PORT or the scheme's default).
+fn host_port(u: &str) -> Option<(String, u16)> {
+    let (default_port, rest) = match u.split_once("://")? {
+        ("https", r) => (443, r),
+        ("http", r) => (80, r),
+        _ => return None,
+    };
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, default_port), // bare IPv6
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 /// Builds nym-network-defaults' `ApiUrl` values through their serde form: the type is not
@@ -284,6 +308,26 @@ mod tests {
         let want = [("198.18.0.20", 8000), ("validator.example", 443), ("2001:db8::20", 8080)];
         let got = o.directory_hosts();
         assert_eq!(got.iter().map(|(h, p)| (h.as_str(), *p)).collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn the_relay_allows_every_directory_host_of_the_network_details() {
+        let mainnet = MixnetOptions::default().relay_allowlist().unwrap();
+        for want in [("validator.nymtech.net", 443), ("nym-frontdoor.global.ssl.fastly.net", 443)] {
+            assert!(mainnet.iter().any(|(h, p)| (h.as_str(), *p) == want), "{want:?} in {mainnet:?}");
+        }
+        // Mainnet's fronted URL carries a front host (nym-network-defaults 1.21.6 mainnet.rs).
+        assert!(mainnet.iter().any(|(h, p)| h == "yelp.global.ssl.fastly.net" && *p == 443), "{mainnet:?}");
+        assert!(mainnet.iter().all(|(h, _)| !h.contains('/') && !h.contains(':')), "{mainnet:?}");
+        let mut seen = mainnet.clone();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), mainnet.len());
+
+        let local = MixnetOptions { nym_api_urls: vec!["http://198.18.0.20:8000/".into()], ..Default::default() };
+        assert_eq!(local.relay_allowlist().unwrap(), [("198.18.0.20".to_string(), 8000)]);
+        let bad = MixnetOptions { nym_api_urls: vec!["ftp://x/".into()], ..Default::default() };
+        assert!(bad.relay_allowlist().is_err());
     }
 
     #[test]
