@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 export SMX_BIN=${SMX_BIN:-$(cd .. && pwd)/target/release}
 passed=0 failed=0 suites_failed=()
 before=$(ip netns list | grep -c '^smx-' || true)
-for suite in ${SUITES:-datapath split perapp dns resolved service offline library reliability lockdown mixnet}; do
+for suite in ${SUITES:-datapath split perapp dns resolved service offline library reliability lockdown systemd mixnet}; do
 	echo "== netns suite: $suite"
 	if ./"$suite".sh | tee "/tmp/smx-suite-$suite.log"; then :; else suites_failed+=("$suite"); fi
 	p=$(grep -c '^ok ' "/tmp/smx-suite-$suite.log" || true)

@@ -4,6 +4,19 @@
 set -e
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
+# same_as_systemd PKG: PKG pinned to the installed systemd's version when the archive still has
+# it. Packages built from systemd's source (systemd-resolved, systemd-container) depend on
+# exactly that version of libsystemd-shared: unpinned, installing one would upgrade systemd
+# itself as a side effect. Needs apt's lists (apt-get update) to find the version.
+same_as_systemd() {
+	local v
+	v=$(dpkg-query -W -f='${Version}' systemd 2>/dev/null || true)
+	if [[ -n $v ]] && apt-cache madison "$1" | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "$v"; then
+		echo "$1=$v"
+	else
+		echo "$1"
+	fi
+}
 
 # Debian's systemd-resolved package takes over the host's DNS when installed: its postinst
 # moves /etc/resolv.conf to /etc/.resolv.conf.systemd-resolved.bak and puts a symlink to
@@ -13,7 +26,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 # and /etc/resolv.conf put back exactly (the same inode when the postinst's backup is there)
 # and checked byte for byte, with its mode and owner.
 install_resolved_keeping_host_dns() {
-	local saved policy=/usr/sbin/policy-rc.d own_policy='' pkg=systemd-resolved v rc=0
+	local saved policy=/usr/sbin/policy-rc.d own_policy='' pkg rc=0
 	saved=$(mktemp -d /tmp/smolmix-deps.XXXXXX)
 	[[ -e /etc/resolv.conf || -L /etc/resolv.conf ]] && cp -a /etc/resolv.conf "$saved/resolv.conf"
 	stat_of() { { stat -c '%F %a %u %g %s' "$1"; readlink "$1"; sha256sum <"$1"; } 2>/dev/null; }
@@ -23,15 +36,11 @@ install_resolved_keeping_host_dns() {
 		chmod 0755 "$policy"
 		own_policy=1
 	fi
-	# resolved must match the installed systemd exactly; take that version when the archive
-	# still has it rather than upgrade systemd itself as a side effect.
-	v=$(dpkg-query -W -f='${Version}' systemd 2>/dev/null || true)
-	if [[ -n $v ]] && apt-cache madison systemd-resolved | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "$v"; then
-		pkg="systemd-resolved=$v"
-	fi
-	echo "installing: $pkg (the host's /etc/resolv.conf is kept as it is)"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
+	# resolved must match the installed systemd exactly (same_as_systemd).
+	pkg=$(same_as_systemd systemd-resolved)
+	echo "installing: $pkg (the host's /etc/resolv.conf is kept as it is)"
 	apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null || rc=$?
 	[[ -n $own_policy ]] && rm -f "$policy"
 	if [[ $(stat_of /etc/resolv.conf) != "$before" ]]; then
@@ -75,10 +84,16 @@ have man      || need+=(man-db)
 have col      || need+=(bsdextrautils)
 have systemd-analyze || need+=(systemd)
 [[ -f /usr/share/bash-completion/bash_completion ]] || need+=(bash-completion)
-if ((${#need[@]})); then
-	echo "installing: ${need[*]}"
+# netns-tests/systemd.sh: a Debian root made with mmdebstrap (from the Debian archive), booted
+# with systemd-nspawn (systemd-container, at the installed systemd's version).
+have mmdebstrap || need+=(mmdebstrap)
+pinned=()
+have systemd-nspawn || pinned+=(systemd-container)
+if ((${#need[@]} + ${#pinned[@]})); then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
+	for p in "${pinned[@]}"; do need+=("$(same_as_systemd "$p")"); done
+	echo "installing: ${need[*]}"
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if ((${#resolved[@]})); then
