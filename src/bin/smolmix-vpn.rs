@@ -86,8 +86,13 @@ fn cmd_up(args: UpArgs, matches: &ArgMatches, profile_dir: &Path, run_dir: &Path
     })?;
     // What an earlier run left (a crash, a restart, the boot-time lockdown) is taken over by
     // `up` itself, without opening the host for an instant (driver/guard.rs).
-    if journal::load(run_dir).map(|u| !u.is_empty()).unwrap_or(false) {
-        eprintln!("smolmix-vpn: an earlier run did not stop cleanly; taking over from it");
+    match journal::load(run_dir).unwrap_or_default().as_slice() {
+        [] => {}
+        // Only a kill switch: the lockdown (`block`, at boot) waits for us.
+        [only] if *only == (journal::Undo::Nft { args: system::firewall::undo_args() }) => {
+            eprintln!("smolmix-vpn: the host is blocked (smolmix-vpn block); taking over its kill switch")
+        }
+        _ => eprintln!("smolmix-vpn: an earlier run did not stop cleanly; taking over from it"),
     }
     lock::prepare(state_dir)?;
     match recover_state(state_dir) {

@@ -30,6 +30,7 @@ use crate::system::host::{Host, HostError};
 use crate::system::lan::{self, LocalNets};
 use crate::system::netwatch::{self, NetWatch};
 use crate::system::status::{self, State};
+use crate::system::tun;
 
 /// How the work between [`HostGuard::begin`] and [`HostGuard::finish`] ended.
 pub(super) enum Outcome {
@@ -67,7 +68,10 @@ impl HostGuard {
     /// Takes over the host: in full-tunnel mode the kill switch is in place when this returns
     /// `Ok`, before anything is sent to the directory or a gateway. Returns the guard and the
     /// undo failures of an earlier run worth a warning.
-    pub(super) fn begin(cfg: &UpConfig) -> Result<(HostGuard, Vec<String>), HostError> {
+    pub(super) fn begin(cfg: &UpConfig) -> Result<(HostGuard, Vec<String>), DriverError> {
+        // Before anything: the kill switch passes all that leaves by the TUN's name, so that
+        // name must not be an interface that exists (the uplink, by a typo in a profile).
+        tun::ensure_free(&cfg.tun)?;
         if !cfg.full_tunnel() {
             let (host, failures) = Host::take_over(&cfg.run_dir, None, &cfg.dns_paths().journal_context())?;
             let guard =

@@ -143,6 +143,16 @@ impl Host {
         self.record_undo(undo)
     }
 
+    /// Drops the last record of `undo`: its change was not made after all (a device that could
+    /// not be created), and undoing it could hit something that is not ours.
+    pub fn forget(&mut self, undo: &Undo) -> Result<(), HostError> {
+        if let Some(i) = self.recorded.iter().rposition(|u| u == undo) {
+            self.recorded.remove(i);
+            self.journal.rewrite(&self.run_dir, &self.recorded)?;
+        }
+        Ok(())
+    }
+
     /// Installs `plan` for the interface `dev`: our table, its rules and the transport's mark.
     pub fn install_routes(&mut self, dev: &str, plan: &RoutePlan) -> Result<(), HostError> {
         let table = TABLE.to_string();

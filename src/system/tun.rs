@@ -30,8 +30,9 @@ pub enum TunError {
         /// The error from tun-rs.
         source: std::io::Error,
     },
-    /// An interface of that name exists already.
-    #[error("TUN device {name} already exists: another smolmix-vpn may be running (`smolmix-vpn down` cleans up)")]
+    /// An interface of that name exists already: taking its name would let the kill switch
+    /// (which passes everything leaving by the TUN's name) pass everything leaving by it.
+    #[error("an interface named {name} exists already: choose another --tun (if an earlier smolmix-vpn left it, `smolmix-vpn down` removes it)")]
     Exists {
         /// The interface name.
         name: String,
@@ -41,21 +42,33 @@ pub enum TunError {
     Host(#[from] HostError),
 }
 
+/// Refuses `name` if an interface of that name exists in this process's network namespace.
+/// Asked of the kernel (`if_nametoindex`), not of `/sys/class/net`, which shows the namespace
+/// that mounted sysfs and can miss an interface right here (`nsenter --net`).
+pub fn ensure_free(name: &str) -> Result<(), TunError> {
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(_) => Err(TunError::Exists { name: name.to_string() }),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Creates and configures the TUN `name` with the stable addresses and `mtu`; its removal is
 /// journalled first.
 pub fn create(host: &mut Host, name: &str, mtu: u16, ipv6: bool) -> Result<AsyncDevice, TunError> {
-    if std::path::Path::new("/sys/class/net").join(name).exists() {
-        return Err(TunError::Exists { name: name.to_string() });
-    }
+    ensure_free(name)?;
     // The device vanishes when our fd closes, even after SIGKILL; the journal entry covers a
     // device left behind by anything else (e.g. a kernel that kept it for a lingering fd).
-    host.record(Undo::Ip { args: vec!["link".into(), "del".into(), name.into()] })?;
-    let dev = DeviceBuilder::new()
-        .name(name)
-        .mtu(mtu)
-        .ipv4(LOCAL_V4, 32, None)
-        .build_async()
-        .map_err(|source| TunError::Create { name: name.to_string(), source })?;
+    let undo = Undo::Ip { args: vec!["link".into(), "del".into(), name.into()] };
+    host.record(undo.clone())?;
+    let dev = match DeviceBuilder::new().name(name).mtu(mtu).ipv4(LOCAL_V4, 32, None).build_async() {
+        Ok(dev) => dev,
+        Err(source) => {
+            // Not ours after all (it appeared in between, or the name is refused): a `down`
+            // must not delete an interface of that name.
+            host.forget(&undo)?;
+            return Err(TunError::Create { name: name.to_string(), source });
+        }
+    };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     if ipv6 {
         // nodad: duplicate address detection would hold the address "tentative" for ~1 s
