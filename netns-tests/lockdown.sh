@@ -276,4 +276,25 @@ check "positive control: without the guard chain they reach input" test "$((r2 -
 stop_client
 n "$e" ip route del 100.86.0.2/32 via 198.51.100.2
 
+pretty "$c" "a TUN name that is an interface already: refused before anything changes"
+# The kill switch passes everything that leaves by the TUN's name: a profile naming the uplink
+# (tun = "vc") would open it. nsenter --net joins only the network namespace, so /sys still
+# shows another namespace's interfaces: the check must ask the kernel, not /sys/class/net.
+vpn_net_only() { nsenter --net="/run/netns/$c" env SMOLMIX_RUN_DIR="$TMP/run" "$SMX_BIN/smolmix-vpn" "$@"; }
+n "$c" ip link add smx-other type veth peer name smx-other-p
+refused_tun() {
+	local out rc=0
+	out=$("$@" 2>&1) || rc=$?
+	note "$(echo "$out" | tail -n 1)"
+	[[ $rc -ne 0 ]] && echo "$out" | grep -q 'exists already' && ! killswitch
+}
+check "up --tun vc (the uplink) is refused, and no kill switch is left" refused_tun vpn up --ipr "$IPR" --tun vc --no-dns
+check "block --tun vc is refused too" refused_tun vpn block --ipr "$IPR" --tun vc --no-dns
+check "up --tun smx-other under nsenter --net (another namespace's /sys) is refused" refused_tun vpn_net_only up --ipr "$IPR" --tun smx-other --no-dns
+vpn_net_only down >/dev/null 2>&1 || true
+check "and the down after it leaves smx-other alone" n "$c" ip link show smx-other
+reset_counters
+n "$c" curl -sS --max-time 2 -o /dev/null http://192.0.2.2/ 2>/dev/null || true
+check "control: with no tunnel and no kill switch the probe leaves" test "$(leaked)" -gt 0
+
 finish
