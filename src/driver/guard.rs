@@ -43,6 +43,15 @@ pub(super) enum Outcome {
     Broken(DriverError),
 }
 
+/// Who takes over the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// `up`: its TUN comes next.
+    Up,
+    /// `block`: the kill switch alone, letting nothing out by an interface's name.
+    Block,
+}
+
 /// The changes of one `up` and its status file.
 pub(super) struct HostGuard {
     pub(super) host: Host,
@@ -68,10 +77,13 @@ impl HostGuard {
     /// Takes over the host: in full-tunnel mode the kill switch is in place when this returns
     /// `Ok`, before anything is sent to the directory or a gateway. Returns the guard and the
     /// undo failures of an earlier run worth a warning.
-    pub(super) fn begin(cfg: &UpConfig) -> Result<(HostGuard, Vec<String>), DriverError> {
+    pub(super) fn begin(cfg: &UpConfig, purpose: Purpose) -> Result<(HostGuard, Vec<String>), DriverError> {
         // Before anything: the kill switch passes all that leaves by the TUN's name, so that
-        // name must not be an interface that exists (the uplink, by a typo in a profile).
-        tun::ensure_free(&cfg.tun)?;
+        // name must not be an interface that exists (the uplink, by a typo in a profile). An
+        // error here changes nothing: a lockdown in place stays.
+        if purpose == Purpose::Up {
+            tun::ensure_free(&cfg.tun)?;
+        }
         if !cfg.full_tunnel() {
             let (host, failures) = Host::take_over(&cfg.run_dir, None, &cfg.dns_paths().journal_context())?;
             let guard =
@@ -88,6 +100,9 @@ impl HostGuard {
         };
         let nets = read_nets(cfg);
         let mut ks = kill_switch(cfg);
+        if purpose == Purpose::Block {
+            ks.tun = None; // there is no TUN yet, and its name may be taken
+        }
         ks.nets = HostNets::from(&nets);
         let (host, failures) = Host::take_over(&cfg.run_dir, Some(&ks), &cfg.dns_paths().journal_context())?;
         Ok((HostGuard { host, kill_switch: true, nets, routed: false, watch }, failures))
@@ -203,7 +218,7 @@ fn read_nets(cfg: &UpConfig) -> LocalNets {
 /// The kill switch `cfg` asks for, without the host's networks (see [`HostGuard::begin`]).
 fn kill_switch(cfg: &UpConfig) -> KillSwitch {
     KillSwitch {
-        tun: cfg.tun.clone(),
+        tun: Some(cfg.tun.clone()),
         excludes: cfg.excludes.clone(),
         allow_lan: cfg.allow_lan,
         dhcp_uids: firewall::dhcp_uids(),

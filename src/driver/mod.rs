@@ -48,7 +48,7 @@ mod guard;
 mod report;
 mod running;
 mod setup;
-use guard::{HostGuard, Outcome};
+use guard::{HostGuard, Outcome, Purpose};
 pub use report::Report;
 use report::Reporter;
 use running::{Running, MAX_PACKET};
@@ -214,7 +214,7 @@ pub async fn up(
 ) -> Result<(), DriverError> {
     let mut shutdown = pin!(shutdown);
     let mut reporter = Reporter::new(report);
-    let (mut guard, failures) = HostGuard::begin(&cfg)?;
+    let (mut guard, failures) = HostGuard::begin(&cfg, Purpose::Up)?;
     for f in failures {
         reporter.report(Report::Warning(&format!("undoing what an earlier run left: {f}")));
     }
@@ -228,7 +228,7 @@ pub async fn up(
 /// leaves it so: the journal keeps it for `up` to take over or `down` to undo. Returns the undo
 /// failures of an earlier run worth a warning.
 pub fn block(cfg: &UpConfig) -> Result<Vec<String>, DriverError> {
-    let (_guard, failures) = HostGuard::begin(cfg)?;
+    let (_guard, failures) = HostGuard::begin(cfg, Purpose::Block)?;
     Ok(failures)
 }
 

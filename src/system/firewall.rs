@@ -67,8 +67,10 @@ const DNS_PORTS: &str = "53, 853, 5355";
 /// What the kill switch lets through besides the TUN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillSwitch {
-    /// The TUN interface: everything leaving by it is allowed.
-    pub tun: String,
+    /// The TUN interface: everything leaving by it is allowed. `None` before there is one
+    /// (`smolmix-vpn block`): then nothing is let out by an interface's name at all, so a
+    /// profile whose TUN name is taken (the uplink's, by a typo) still blocks.
+    pub tun: Option<String>,
     /// `--exclude` prefixes: the user asked for these to be reached directly.
     pub excludes: Vec<Cidr>,
     /// `--allow-lan`: local networks stay reachable.
@@ -120,19 +122,19 @@ impl KillSwitch {
         for (set, ty) in [("internal4", "ipv4_addr"), ("internal6", "ipv6_addr"), ("link4", "ipv4_addr")] {
             let _ = writeln!(s, "\tset {set} {{ type ifname . {ty}; flags interval; }}");
         }
-        let tun = quoted(&self.tun);
+        let tun = self.tun.as_deref().map(quoted);
         // The host's own bridges, and the LAN when asked: the same in both chains.
         let mut local = vec![
             "oifname . ip daddr @internal4 accept".to_string(),
             "oifname . ip6 daddr @internal6 accept".to_string(),
         ];
         let lan = [format!("ip daddr {{ {LAN_V4} }} accept"), format!("ip6 daddr {{ {LAN_V6} }} accept")];
-        let mut output = vec![
-            "oifname \"lo\" accept".to_string(),
-            format!("oifname {tun} accept"),
+        let mut output = vec!["oifname \"lo\" accept".to_string()];
+        output.extend(tun.iter().map(|t| format!("oifname {t} accept")));
+        output.extend([
             format!("meta mark {FWMARK:#x} accept"),
             format!("meta l4proto {{ tcp, udp }} th dport {{ {DNS_PORTS} }} counter reject with icmpx type admin-prohibited"),
-        ];
+        ]);
         output.extend(local.iter().cloned());
         for c in &self.excludes {
             let family = if c.is_ipv6() { "ip6" } else { "ip" };
@@ -149,7 +151,8 @@ impl KillSwitch {
             output.extend(lan.iter().cloned());
             local.extend(lan);
         }
-        let mut forward = vec![format!("iifname {tun} accept"), format!("oifname {tun} accept")];
+        let mut forward: Vec<String> =
+            tun.iter().flat_map(|t| [format!("iifname {t} accept"), format!("oifname {t} accept")]).collect();
         forward.extend(local);
         chain(&mut s, "output", &output);
         chain(&mut s, "forward", &forward);
@@ -234,7 +237,7 @@ mod tests {
 
     fn ks(allow_lan: bool) -> KillSwitch {
         KillSwitch {
-            tun: "smx0".into(),
+            tun: Some("smx0".into()),
             excludes: vec!["192.0.2.0/24".parse().unwrap()],
             allow_lan,
             dhcp_uids: vec![998, 0],
@@ -326,9 +329,24 @@ mod tests {
     }
 
     #[test]
+    fn without_a_tun_nothing_is_let_out_by_an_interface_name() {
+        let mut k = ks(false);
+        k.tun = None;
+        let s = k.script();
+        assert!(
+            !chain(&s, "output")
+                .iter()
+                .chain(&chain(&s, "forward"))
+                .any(|r| r.starts_with("oifname \"") || r.starts_with("iifname")),
+            "{s}"
+        );
+        assert!(chain(&s, "output").contains(&"oifname \"lo\" accept"));
+    }
+
+    #[test]
     fn an_interface_name_cannot_inject_rules() {
         let mut k = ks(false);
-        k.tun = "x\" accept; oifname \"eth0".into();
+        k.tun = Some("x\" accept; oifname \"eth0".into());
         assert!(k.script().contains("oifname \"xacceptoifnameeth0\" accept"));
     }
 }
