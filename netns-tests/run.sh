@@ -8,7 +8,17 @@ passed=0 failed=0 suites_failed=()
 before=$(ip netns list | grep -c '^smx-' || true)
 for suite in ${SUITES:-datapath split perapp dns resolved service offline library reliability lockdown systemd mixnet}; do
 	echo "== netns suite: $suite"
-	if ./"$suite".sh | tee "/tmp/smx-suite-$suite.log"; then :; else suites_failed+=("$suite"); fi
+	t0=$(date +%s)
+	./"$suite".sh | tee "/tmp/smx-suite-$suite.log"
+	# The suite's own status (not tee's), and its summary line: a suite that stops half-way
+	# (set -e in a helper) has neither, whatever its checks said so far.
+	rc=${PIPESTATUS[0]}
+	if ((rc != 0)) || ! grep -Eq "^$suite: [0-9]+ passed, [0-9]+ failed" "/tmp/smx-suite-$suite.log"; then
+		echo "not ok - suite $suite ended with status $rc before its summary line"
+		suites_failed+=("$suite")
+	fi
+	# CI has 90 minutes for everything: each suite's share, to keep an eye on.
+	echo "== netns suite: $suite took $(( $(date +%s) - t0 )) s"
 	p=$(grep -c '^ok ' "/tmp/smx-suite-$suite.log" || true)
 	f=$(grep -c '^not ok ' "/tmp/smx-suite-$suite.log" || true)
 	passed=$((passed + p)) failed=$((failed + f))
