@@ -12,11 +12,13 @@
 #                         │             2001:db8:1::1  client's own: routed   WebSocket echo .88:8765
 #                         ├── directory stand-in 198.18.0.20:8000
 #                         └── mix1 .11 → mix2 .12 → mix3 .13 (→ gw :1789)
-#  nft (ns client): counter "other" counts every packet leaving eth0 except tcp to
-#  198.18.0.14:9000 (the mixnet client's gateway connection) and IPv6 neighbour discovery / MLD;
-#  a set records where they went. Counter "user" leaves out the mixnet client's control plane
-#  too (the directory 198.18.0.20:8000, anything to the gateway's address): it counts traffic
-#  of the programs behind the tunnel only.
+#  nft (ns client): counter "other" counts every packet leaving eth0 but those carrying the
+#  transport's mark 0x736d (the gateway connection, the directory relay's lookups and
+#  connections: set marked4 records where they went), the gateway connection of per-app mode
+#  (which marks nothing: the host is not closed) and IPv6 neighbour discovery / MLD; a set
+#  records where they went. Counter "user" leaves out what goes to the directory
+#  (198.18.0.20:8000) or the gateway's address too: traffic of the programs behind the tunnel
+#  only, for the phases where `up` itself is gone.
 #
 # Tunnelled traffic goes client → gateway :9000 → mix1 → mix2 → mix3 → the gateway's IPR → inet,
 # and servers log it as 198.18.1.1 / 2001:db8:1::1. Without the tunnel (positive controls, split
@@ -92,11 +94,14 @@ table inet leak {
 	counter user {}
 	set seen4 { type ipv4_addr . inet_proto . inet_service; flags dynamic; size 4096; }
 	set seen6 { type ipv6_addr . inet_proto . inet_service; flags dynamic; size 4096; }
+	set marked4 { type ipv4_addr . inet_proto . inet_service; flags dynamic; size 4096; }
 	chain out {
 		type filter hook output priority 0; policy accept;
 		oifname != "eth0" accept
-		ip daddr $LOCALNET_GW_IP tcp dport 9000 accept
 		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report } accept
+		meta mark 0x736d meta nfproto ipv4 add @marked4 { ip daddr . meta l4proto . th dport }
+		meta mark 0x736d accept
+		ip daddr $LOCALNET_GW_IP tcp dport 9000 accept
 		counter name other
 		meta nfproto ipv4 add @seen4 { ip daddr . meta l4proto . th dport }
 		meta nfproto ipv6 add @seen6 { ip6 daddr . meta l4proto . th dport }
@@ -111,7 +116,10 @@ leak_reset() {
 	n "$c" nft reset counters table inet leak >/dev/null
 	n "$c" nft flush set inet leak seen4
 	n "$c" nft flush set inet leak seen6
+	n "$c" nft flush set inet leak marked4
 }
+# Where the transport's own marked packets went (not leaks: the mark is what lets them out).
+marked_dests() { n "$c" nft list set inet leak marked4 | tr -d '\n\t' | grep -o 'elements = {[^}]*}' | sed 's/elements = //'; }
 # Where the counted packets went: "address . protocol . port" (for ICMP the port is noise).
 leak_dests() { local s; for s in seen4 seen6; do n "$c" nft list set inet leak "$s" | tr -d '\n\t' | grep -o 'elements = {[^}]*}' | sed 's/elements = //'; done | tr -s ' \n' ' '; }
 # no_leak other|user: that counter is 0.
@@ -443,7 +451,7 @@ t_gw_conn() {
 # Before the tunnel exists, `up` may reach the directory; nothing else but the gateway.
 t_only_dir_and_gw() {
 	local d
-	d=$(leak_dests)
+	d="$(leak_dests) $(marked_dests)"
 	note "outside the tunnel while connecting: ${d:-nothing}"
 	! grep -oE '[0-9a-f.:]+ \. [a-z0-9-]+ \. [0-9]+' <<<"$d" | grep -vqF -e "$API_IP . tcp . $API_PORT" -e "$LOCALNET_GW_IP . "
 }
@@ -647,8 +655,8 @@ t_big_outcome
 check "a: status is connected again" wait_for 60 state_is connected
 # Rebuilding the mixnet client reads the directory and the gateway's HTTP API outside the dead
 # tunnel, on purpose (driver/mod.rs, reopen): counted by "other", never by "user".
-note "a: counter other: $(leaked other) packets, to $(leak_dests): the rebuilt mixnet client's own directory and gateway calls"
-check "a: counter user 0 throughout (no traffic of the programs behind the tunnel left by eth0)" no_leak user
+note "a: the rebuilt mixnet client's own directory and gateway calls, marked: $(marked_dests); unmarked: $(leaked other)"
+check "a: counter other 0 throughout (nothing but the transport's marked sockets left by eth0)" no_leak other
 leak_reset
 check "b: IPR silent (mix3 → gateway :1789 dropped ~60 s): the tunnel recovers once the drop is removed" t_ipr_silent
 check "b: status shows 'reconnecting' during the silence" test -n "$SAW_RECONNECTING"
@@ -717,10 +725,10 @@ for _ in 1 2 3 4 5; do
 done
 note "d: the rebuilt client asked the Wi-Fi resolver for the directory $(secs "$t0") s after gateway-stop; up said:"; vpn_said "$e"
 check "d: the mixnet client was rebuilt and looked the directory up again (marked)" rebuilt
-note "d: queries at the tunnel's DNS server from the client's own address: $(from_client "$m"); outside the tunnel: $(leak_dests)"
+note "d: queries at the tunnel's DNS server from the client's own address: $(from_client "$m"); unmarked outside the tunnel: $(leak_dests); the transport's own (marked): $(marked_dests)"
 check "d: no query reached the tunnel's DNS server from outside the tunnel" test "$(from_client "$m")" -eq 0
-check "d: nor did any packet to its port 53 leave by eth0" sh -c "! echo '$(leak_dests)' | grep -q '$LOCALNET_DNS_IP . [a-z]* . 53'"
-check "d: counter user 0 throughout" no_leak user
+check "d: nor did any packet to its port 53 leave by eth0, marked or not" sh -c "! echo '$(leak_dests) $(marked_dests)' | grep -q '$LOCALNET_DNS_IP . [a-z]* . 53'"
+check "d: counter other 0 throughout (nothing unmarked left by eth0)" no_leak other
 printf '%s directory.smolmix.test\n' "$API_IP" >"$WIFI/hosts"
 kill -HUP "$WIFI_PID"
 "$LOCALNET" gateway-start >>"$TMP/localnet.log" 2>&1

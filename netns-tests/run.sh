@@ -13,8 +13,10 @@ for suite in ${SUITES:-datapath split perapp dns resolved service offline librar
 	# The suite's own status (not tee's), and its summary line: a suite that stops half-way
 	# (set -e in a helper) has neither, whatever its checks said so far.
 	rc=${PIPESTATUS[0]}
-	if ((rc != 0)) || ! grep -Eq "^$suite: [0-9]+ passed, [0-9]+ failed" "/tmp/smx-suite-$suite.log"; then
-		echo "not ok - suite $suite ended with status $rc before its summary line"
+	if ! grep -Eq "^$suite: [0-9]+ passed, [0-9]+ failed" "/tmp/smx-suite-$suite.log"; then
+		echo "not ok - suite $suite stopped (status $rc) before its summary line"
+		suites_failed+=("$suite")
+	elif ((rc != 0)); then
 		suites_failed+=("$suite")
 	fi
 	# CI has 90 minutes for everything: each suite's share, to keep an eye on.
